@@ -1,0 +1,66 @@
+"""The `ttscli` command line: parses options, calls the library, reports errors."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import TTSError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class TTSGroup(click.Group):
+    """A group that turns library errors into one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TTSError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (e.g. `| head`); not an error of ours
+            sys.exit(1)
+
+
+@click.group(cls=TTSGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="ttscli")
+def cli() -> None:
+    """Text to speech with NVIDIA's Tacotron 2 and WaveGlow.
+
+    \b
+    Examples:
+      ttscli say "hello world" -o hello.wav
+      ttscli batch book.txt -o wavs/
+      ttscli normalize "Dr. Smith paid $3.50."
+      ttscli voices
+
+    Run `ttscli COMMAND -h` for a command's options and examples.
+    """
+
+
+def _register() -> None:
+    from .normalize import normalize
+    from .speak import batch, say
+
+    cli.add_command(normalize)
+    cli.add_command(say)
+    cli.add_command(batch)
+    try:
+        from .voices import convert, download, info, voices
+    except ImportError:  # voice management commands not built yet
+        return
+    for command in (voices, download, convert, info):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="ttscli")

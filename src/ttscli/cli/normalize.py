@@ -1,0 +1,55 @@
+"""`ttscli normalize`: show what the text front end makes of a text."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("text")
+@click.option("--ids", "show_ids", is_flag=True, help="Print the symbol ids instead of the text.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per line: text, cleaned, ids."
+)
+@click.option(
+    "--frontend",
+    type=click.Choice(["dle", "original"]),
+    default="dle",
+    show_default=True,
+    envvar="TTSCLI_FRONTEND",
+    help="dle: the torch.hub weights' front end; original: NVIDIA/tacotron2's (Unidecode).",
+)
+def normalize(text: str, show_ids: bool, as_json: bool, frontend: str) -> None:
+    """Print TEXT as the voice reads it: numbers, abbreviations and symbols spelled out.
+
+    TEXT may be `-` to read standard input line by line; each result is printed as soon as
+    its line arrives.
+
+    \b
+    Examples:
+      ttscli normalize "Dr. Smith paid \\$3.50 on the 2nd of May, 1984."
+      ttscli normalize --ids "hello world"
+      cat book.txt | ttscli normalize --json -
+    """
+    from ..text import clean_text, text_to_sequence
+
+    lines = _stdin_lines() if text == "-" else [text]
+    for line in lines:
+        if as_json:
+            ids = text_to_sequence(line, frontend=frontend)
+            row = {"text": line, "cleaned": clean_text(line, frontend=frontend), "ids": ids}
+            click.echo(json.dumps(row, ensure_ascii=False))
+        elif show_ids:
+            click.echo(" ".join(map(str, text_to_sequence(line, frontend=frontend))))
+        else:
+            click.echo(clean_text(line, frontend=frontend))
+        sys.stdout.flush()
+
+
+def _stdin_lines():
+    stream = click.get_binary_stream("stdin")
+    for raw in iter(stream.readline, b""):
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")

@@ -1,0 +1,135 @@
+"""Options shared by `say` and `batch`, and turning them into a voice and a config."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import click
+
+from ..errors import TTSError
+
+
+def synthesis_options(func):
+    """Voice, device, precision and per-call synthesis options (each with a TTSCLI_* envvar)."""
+    options = [
+        click.option(
+            "--voice",
+            envvar="TTSCLI_VOICE",
+            show_envvar=True,
+            metavar="NAME|DIR",
+            help="Voice name (see `ttscli voices`) or voice folder. "
+            "Default: NVIDIA's when installed, else the embedded ttscli-en.",
+        ),
+        click.option(
+            "--tacotron2",
+            "tacotron2_path",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Tacotron2 checkpoint in any supported format (DLE, NVIDIA/tacotron2, ttscli).",
+        ),
+        click.option(
+            "--waveglow",
+            "waveglow_path",
+            type=click.Path(exists=True, dir_okay=False),
+            help="WaveGlow checkpoint (DLE, NVIDIA/waveglow pickle, ttscli).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            envvar="TTSCLI_DEVICE",
+            show_envvar=True,
+            help="auto uses CUDA when available.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "fp16", "bf16"]),
+            default="fp32",
+            show_default=True,
+            envvar="TTSCLI_PRECISION",
+            show_envvar=True,
+            help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
+        ),
+        click.option("--sigma", type=click.FloatRange(min=0.0), help="WaveGlow noise scale."),
+        click.option(
+            "--denoise",
+            "denoiser_strength",
+            type=click.FloatRange(min=0.0),
+            metavar="STRENGTH",
+            help="Denoiser strength for WaveGlow voices (0 disables it).",
+        ),
+        click.option("--seed", type=int, envvar="TTSCLI_SEED", help="Seed for repeatable output."),
+        click.option(
+            "--max-decoder-steps",
+            type=click.IntRange(min=1),
+            envvar="TTSCLI_MAX_DECODER_STEPS",
+            help="Longest sentence, in decoder steps; longer text is split into pieces.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            envvar="TTSCLI_BATCH_SIZE",
+            show_envvar=True,
+            help="Sentences rendered together.",
+        ),
+        click.option(
+            "--pause",
+            "pause_seconds",
+            type=click.FloatRange(min=0.0),
+            metavar="SECONDS",
+            help="Silence between sentences.",
+        ),
+        click.option(
+            "-v", "--verbose", is_flag=True, help="Say which voice and files are used, and timings."
+        ),
+        click.option(
+            "-q", "--quiet", is_flag=True, help="No progress bar (errors are still shown)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_synthesizer(params: dict):
+    """Load the voice and make a Synthesizer from the CLI's synthesis options."""
+    from ..synthesizer import SynthesisConfig, Synthesizer
+    from ..voices import load_voice
+
+    started = time.perf_counter()
+    voice = load_voice(params["voice"], params["tacotron2_path"], params["waveglow_path"])
+    config = SynthesisConfig(
+        sigma=params["sigma"],
+        denoiser_strength=params["denoiser_strength"],
+        max_decoder_steps=params["max_decoder_steps"],
+        seed=params["seed"],
+        device=params["device"],
+        precision=params["precision"],
+        batch_size=params["batch_size"],
+        pause_seconds=params["pause_seconds"],
+    )
+    synth = Synthesizer(voice, config)
+    if params["verbose"]:
+        click.echo(f"voice: {voice.name} ({type(voice.vocoder).__name__})", err=True)
+        for role, path in voice.files.items():
+            click.echo(f"  {role}: {path}", err=True)
+        click.echo(
+            f"device: {synth.device}, precision: {params['precision']}, "
+            f"batch size: {synth.batch_size}, loaded in {time.perf_counter() - started:.2f} s",
+            err=True,
+        )
+    return synth
+
+
+def handle_errors(func):
+    """Turn ttscli errors raised inside a command into one-line Click errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TTSError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper

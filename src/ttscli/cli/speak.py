@@ -1,0 +1,273 @@
+"""`ttscli say` and `ttscli batch`: text to audio files."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import click
+
+from .options import build_synthesizer, synthesis_options
+
+AUDIO_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+def _audio_format(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in AUDIO_EXTENSIONS:
+        raise click.BadParameter(
+            f"{path!r}: the file name must end in .wav or .flac", param_hint="'-o'"
+        )
+    return ext
+
+
+@click.command()
+@click.argument("text")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Audio file to write (.wav or .flac), or - for a WAV on standard output.",
+)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write 16-bit mono PCM to standard output, sentence by sentence, as it is ready.",
+)
+@synthesis_options
+def say(text: str, output: str | None, raw: bool, **params) -> None:
+    """Speak TEXT into an audio file.
+
+    TEXT may be `-` to read it from standard input. Long text is split into sentences and
+    spoken with a short pause between them.
+
+    \b
+    Examples:
+      ttscli say "hello world" -o hello.wav
+      ttscli say "Read this, please." -o speech.flac --voice nvidia-ljspeech
+      echo "From a pipe." | ttscli say - -o -  > out.wav
+      ttscli say "Streaming." --raw | aplay -r 22050 -f S16_LE -c 1
+    """
+    if raw and output:
+        raise click.UsageError("use either -o/--output or --raw, not both")
+    if not raw and not output:
+        raise click.UsageError("say where the audio goes: -o FILE (.wav/.flac), -o -, or --raw")
+    if output and output != "-":
+        _audio_format(output)
+    if text == "-":
+        text = click.get_binary_stream("stdin").read().decode("utf-8", errors="replace")
+    synth = build_synthesizer(params)
+    started = time.perf_counter()
+    if raw:
+        _say_raw(synth, text)
+        return
+    result = synth.synthesize(text)
+    elapsed = time.perf_counter() - started
+    if output == "-":
+        import soundfile
+
+        buffer = io.BytesIO()
+        soundfile.write(buffer, result.audio, result.sample_rate, format="WAV", subtype="PCM_16")
+        stdout = click.get_binary_stream("stdout")
+        stdout.write(buffer.getvalue())
+        stdout.flush()
+    else:
+        from ..batchio import write_audio_atomic
+
+        write_audio_atomic(Path(output), result.audio, result.sample_rate)
+    if params["verbose"]:
+        click.echo(
+            f"{result.audio_seconds:.2f} s of audio in {elapsed:.2f} s "
+            f"({result.audio_seconds / max(elapsed, 1e-9):.1f}x real time), "
+            f"{result.decoder_steps} decoder steps",
+            err=True,
+        )
+
+
+def _say_raw(synth, text: str) -> None:
+    import numpy as np
+
+    from ..segment import split_sentences
+
+    stdout = click.get_binary_stream("stdout")
+    sentences = split_sentences(text) or [text]
+    pause = np.zeros(int(synth.pause_seconds * synth.voice.sample_rate), np.float32)
+    failed = []
+    for i, result in enumerate(synth.stream((n, s) for n, s in enumerate(sentences))):
+        if result.error:
+            failed.append(result.error)
+            continue
+        chunk = result.audio if i == 0 else np.concatenate([pause, result.audio])
+        stdout.write((np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+        stdout.flush()
+    if failed:
+        raise click.ClickException(f"{len(failed)} sentence(s) failed; first: {failed[0]}")
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the audio files and manifest.jsonl (created if missing).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "text", "id-text", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="Input format; auto: JSONL for .jsonl, id|text when the first line starts so, else text.",
+)
+@click.option(
+    "--audio-format",
+    type=click.Choice(["wav", "flac"]),
+    default="wav",
+    show_default=True,
+    help="Audio file type.",
+)
+@click.option("--overwrite", is_flag=True, help="Redo every line, even those already done.")
+@synthesis_options
+def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwrite: bool, **params):
+    """Speak every line of INPUT into its own audio file in a folder.
+
+    INPUT holds one utterance per line: plain text, `id|text` (LJSpeech style) or JSONL
+    ({"id": ..., "text": ...}); `-` reads standard input as it arrives. Each line becomes
+    DIR/<id>.wav (the id, or the line number as 000001), and DIR/manifest.jsonl gets one row
+    per attempt with its status. Re-running the same command resumes: finished lines are
+    skipped, failed ones tried again. The exit status is 1 if any line failed.
+
+    \b
+    Examples:
+      ttscli batch book.txt -o wavs/
+      ttscli batch metadata.csv --format id-text -o wavs/ --batch-size 8
+      producer | ttscli batch - -o wavs/
+    """
+    from ..batchio import Manifest, clean_leftovers, read_items
+
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out_dir)
+    ext = "." + audio_format
+    if input_path == "-":
+        stream, path, idle = click.get_binary_stream("stdin"), None, 0.2
+    else:
+        stream, path, idle = open(input_path, "rb"), input_path, None  # noqa: SIM115
+    synth = build_synthesizer(params)
+    with stream, Manifest(out_dir) as manifest:
+        if overwrite:
+            manifest.reset()
+        state = manifest.load()
+        runner = _BatchRun(synth, manifest, state, out_dir, ext, overwrite, params["quiet"])
+        runner.run(read_items(stream, fmt, path=path, idle_seconds=idle))
+    runner.finish()
+
+
+class _BatchRun:
+    """Feeds parsed lines to the synthesizer and records each line's outcome in order."""
+
+    def __init__(self, synth, manifest, state, out_dir: Path, ext: str, overwrite: bool, quiet):
+        self.synth = synth
+        self.manifest = manifest
+        self.state = state
+        self.out_dir = out_dir
+        self.ext = ext
+        self.overwrite = overwrite
+        self.counts = {"ok": 0, "error": 0, "skipped": 0, "done before": 0}
+        self.errors: list[str] = []
+        self.audio_seconds = 0.0
+        self.started = time.perf_counter()
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit=" lines", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def run(self, items) -> None:
+        from ..batchio import FLUSH
+        from ..synthesizer import FLUSH as SYNTH_FLUSH
+
+        pending: deque = deque()
+
+        def feed():
+            for item in items:
+                if item is FLUSH:
+                    yield SYNTH_FLUSH
+                    continue
+                pending.append(item)
+                if self._needs_synthesis(item):
+                    yield (item, item.text)
+
+        for result in self.synth.stream(feed()):
+            while pending and pending[0] is not result.id:
+                self._record_other(pending.popleft())
+            pending.popleft()
+            self._record_result(result)
+        while pending:
+            self._record_other(pending.popleft())
+
+    def _needs_synthesis(self, item) -> bool:
+        from ..batchio import should_skip
+
+        if item.error or item.blank:
+            return False
+        return self.overwrite or not should_skip(item, self.out_dir, self.state, self.ext)
+
+    def _record_other(self, item) -> None:
+        from ..batchio import error_row, skipped_row
+
+        if item.error:
+            self._append(error_row(item, item.error), "error", item.error, item)
+        elif item.blank:
+            if item.line in self.state.blank_lines and not self.overwrite:
+                self.counts["done before"] += 1
+            else:
+                self._append(skipped_row(item), "skipped")
+        else:
+            self.counts["done before"] += 1
+        self.bar.update(1)
+
+    def _record_result(self, result) -> None:
+        from ..batchio import audio_path, error_row, ok_row, write_audio_atomic
+
+        item = result.id
+        if result.error:
+            self._append(error_row(item, result.error), "error", result.error, item)
+        else:
+            path = audio_path(self.out_dir, item.id, self.ext)
+            write_audio_atomic(path, result.audio, result.sample_rate)
+            rtf = result.audio_seconds / max(result.compute_seconds, 1e-9)
+            row = ok_row(item, path.name, result.audio_seconds, result.decoder_steps, rtf)
+            self._append(row, "ok")
+            self.audio_seconds += result.audio_seconds
+        self.bar.update(1)
+        wall = time.perf_counter() - self.started
+        self.bar.set_postfix(
+            audio=f"{self.audio_seconds:.0f}s", rtf=f"{self.audio_seconds / wall:.1f}x"
+        )
+
+    def _append(self, row: dict, status: str, message: str | None = None, item=None) -> None:
+        self.manifest.append(row)
+        self.counts[status] += 1
+        if message and len(self.errors) < 5:
+            where = f"line {item.line}" if item is not None else "?"
+            self.errors.append(f"{where}: {message}")
+
+    def finish(self) -> None:
+        self.bar.close()
+        wall = time.perf_counter() - self.started
+        summary = ", ".join(f"{n} {k}" for k, n in self.counts.items() if n)
+        if self.counts["error"]:
+            click.echo(f"{summary or 'nothing to do'}; first errors:", err=True)
+            for line in self.errors:
+                click.echo(f"  {line}", err=True)
+            raise SystemExit(1)
+        if not self.bar.disable:
+            click.echo(
+                f"{summary or 'nothing to do'}; {self.audio_seconds:.1f} s of audio in "
+                f"{wall:.1f} s ({self.audio_seconds / max(wall, 1e-9):.1f}x real time)",
+                err=True,
+            )

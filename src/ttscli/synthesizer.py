@@ -1,0 +1,369 @@
+"""Text to audio: a Voice, per-call SynthesisConfig, and the batching Synthesizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import SynthesisError, TextError, TTSError
+from .segment import halve, segment
+
+log = logging.getLogger(__name__)
+
+FLUSH = object()
+"""Put in the input of `Synthesizer.stream` to render what is buffered now (idle input)."""
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MEL_FLOOR = math.log(1e-5)  # log-mel of silence, used to pad batched mels
+FRAMES_PER_CHAR = 8.0  # generous upper bound on mel frames per character (LJSpeech: ~5.5)
+PEAK = 10 ** (-1 / 20)  # output peak, -1 dBFS
+
+
+@dataclass
+class VoiceDefaults:
+    """A voice's own defaults for the options a SynthesisConfig may override."""
+
+    sigma: float = 0.6
+    denoiser_strength: float = 0.01
+    max_decoder_steps: int = 2000
+    gate_threshold: float = 0.5
+    prenet_dropout: float = 0.5
+    pause_seconds: float = 0.3
+    batch_size: int = 4
+
+
+@dataclass
+class Voice:
+    """A Tacotron2, a vocoder, and the voice's defaults (name, sample rate, front end...)."""
+
+    name: str
+    tacotron2: torch.nn.Module
+    vocoder: object  # a ttscli.vocoders.Vocoder
+    sample_rate: int = 22050
+    frontend: str = "dle"
+    defaults: VoiceDefaults = field(default_factory=VoiceDefaults)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SynthesisConfig:
+    """Per-call options; None means the voice's default."""
+
+    sigma: float | None = None
+    denoiser_strength: float | None = None
+    max_decoder_steps: int | None = None
+    gate_threshold: float | None = None
+    prenet_dropout: float | None = None
+    seed: int | None = None
+    device: str | None = None  # "auto", "cpu", "cuda", "cuda:1"...
+    precision: str | None = None  # "fp32", "fp16", "bf16"
+    batch_size: int | None = None
+    pause_seconds: float | None = None
+    max_chars: int = 20_000  # longest text accepted as one item
+    fixed_decoder_steps: int | None = None  # benchmarks: ignore the gate, run exactly N steps
+
+
+@dataclass
+class Result:
+    """One input's outcome: audio (float32, mono) or an error message."""
+
+    id: object
+    text: str
+    audio: np.ndarray | None
+    sample_rate: int
+    decoder_steps: int = 0
+    gate_failed: bool = False
+    error: str | None = None
+    compute_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def audio_seconds(self) -> float:
+        return 0.0 if self.audio is None else len(self.audio) / self.sample_rate
+
+
+@dataclass
+class _Piece:
+    owner: int  # index of the item in the window
+    index: int  # position within the item
+    text: str
+    ids: list[int]
+    retried: bool = False
+    audio: np.ndarray | None = None
+    steps: int = 0
+    failed: str | None = None
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' (or None) picks CUDA when available, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SynthesisError("--device cuda was asked for, but no CUDA GPU is available")
+    return device
+
+
+def resolve_precision(name: str | None, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(Tacotron2 dtype, vocoder dtype) for a precision name on a device.
+
+    fp16 is CUDA-only (both models in half, as NVIDIA's AMP files); bf16 runs the vocoder in
+    bfloat16 and keeps Tacotron2 in float32, whose autoregressive loop drifts in bf16.
+    """
+    name = name or "fp32"
+    if name not in PRECISIONS:
+        raise SynthesisError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "fp16":
+        if device.type != "cuda":
+            raise SynthesisError("fp16 needs a CUDA GPU; on the CPU use --precision bf16")
+        return torch.float16, torch.float16
+    if name == "bf16":
+        return torch.float32, torch.bfloat16
+    return torch.float32, torch.float32
+
+
+class Synthesizer:
+    """Renders texts with a voice: segmenting, batching by length, vocoding, in input order."""
+
+    def __init__(self, voice: Voice, config: SynthesisConfig | None = None) -> None:
+        self.voice = voice
+        self.config = config or SynthesisConfig()
+        d = voice.defaults
+        c = self.config
+
+        def pick(value, default):
+            return default if value is None else value
+
+        self.sigma = pick(c.sigma, d.sigma)
+        self.denoiser_strength = pick(c.denoiser_strength, d.denoiser_strength)
+        self.max_decoder_steps = pick(
+            c.fixed_decoder_steps, pick(c.max_decoder_steps, d.max_decoder_steps)
+        )
+        self.gate_threshold = pick(c.gate_threshold, d.gate_threshold)
+        self.prenet_dropout = pick(c.prenet_dropout, d.prenet_dropout)
+        self.batch_size = max(1, int(pick(c.batch_size, d.batch_size)))
+        self.pause_seconds = max(0.0, float(pick(c.pause_seconds, d.pause_seconds)))
+        if self.max_decoder_steps < 1:
+            raise SynthesisError("max decoder steps must be at least 1")
+        self.device = resolve_device(c.device)
+        self.taco_dtype, self.vocoder_dtype = resolve_precision(c.precision, self.device)
+        self.frames_per_step = int(getattr(voice.tacotron2, "n_frames_per_step", 1) or 1)
+        self.max_piece_chars = max(
+            8, int(self.max_decoder_steps * self.frames_per_step / FRAMES_PER_CHAR)
+        )
+        voice.tacotron2.to(device=self.device, dtype=self.taco_dtype).eval()
+        voice.vocoder.to(self.device, self.vocoder_dtype)
+        self._fp32_fallback: Synthesizer | None = None
+        if c.seed is not None:
+            torch.manual_seed(c.seed)
+
+    # -- public API -------------------------------------------------------------------------
+    def synthesize(self, text: str) -> Result:
+        """Render one text; raises TextError/SynthesisError instead of returning an error."""
+        (result,) = self.stream([(None, text)])
+        if result.error:
+            raise SynthesisError(result.error)
+        return result
+
+    def stream(self, items: Iterable[tuple[object, str] | object]) -> Iterator[Result]:
+        """Render (id, text) pairs, yielding results in input order as windows complete.
+
+        Items are buffered until the window holds 4 x batch_size pieces (or FLUSH / the end of
+        the input arrives), then rendered in length-sorted batches. Memory stays bounded by
+        the window whatever the input's length.
+        """
+        window: list[tuple[object, str]] = []
+        n_pieces = 0
+        for item in items:
+            if item is FLUSH:
+                if window:
+                    yield from self._render_window(window)
+                    window, n_pieces = [], 0
+                continue
+            window.append(item)
+            n_pieces += max(1, len(item[1]) // max(1, self.max_piece_chars))
+            if n_pieces >= 4 * self.batch_size:
+                yield from self._render_window(window)
+                window, n_pieces = [], 0
+        if window:
+            yield from self._render_window(window)
+
+    # -- internals --------------------------------------------------------------------------
+    def _prepare(self, owner: int, text: str) -> list[_Piece]:
+        from .text import check_speakable
+
+        if len(text) > self.config.max_chars:
+            raise TextError(
+                f"text too long ({len(text):,} characters; at most {self.config.max_chars:,} "
+                "per item): split it into several lines"
+            )
+        pieces = []
+        problems = []
+        for index, chunk in enumerate(segment(text, self.max_piece_chars)):
+            try:
+                ids = check_speakable(chunk, self.voice.frontend)
+            except TextError as exc:
+                problems.append(str(exc))
+                continue
+            pieces.append(_Piece(owner, index, chunk, ids))
+        if not pieces:
+            raise TextError(problems[0] if problems else "nothing to say: the text is empty")
+        return pieces
+
+    def _render_window(self, window: list[tuple[object, str]]) -> Iterator[Result]:
+        started = time.perf_counter()
+        pieces_of: list[list[_Piece] | str] = []
+        for owner, (_, text) in enumerate(window):
+            try:
+                pieces_of.append(self._prepare(owner, text))
+            except TTSError as exc:
+                pieces_of.append(str(exc))
+        todo = [p for ps in pieces_of if isinstance(ps, list) for p in ps]
+        self._render_pieces(todo)
+        elapsed = time.perf_counter() - started
+        total_chars = sum(len(p.text) for p in todo) or 1
+        for owner, (item_id, text) in enumerate(window):
+            ps = pieces_of[owner]
+            if isinstance(ps, str):
+                yield Result(item_id, text, None, self.voice.sample_rate, error=ps)
+                continue
+            share = elapsed * sum(len(p.text) for p in ps) / total_chars
+            yield self._assemble(item_id, text, ps, share)
+
+    def _assemble(self, item_id, text: str, pieces: list[_Piece], seconds: float) -> Result:
+        steps = sum(p.steps for p in pieces)
+        failed = [p for p in pieces if p.failed]
+        if failed:
+            return Result(
+                item_id, text, None, self.voice.sample_rate, steps, gate_failed=True,
+                error=failed[0].failed, compute_seconds=seconds,
+            )  # fmt: skip
+        pause = np.zeros(int(round(self.pause_seconds * self.voice.sample_rate)), np.float32)
+        parts: list[np.ndarray] = []
+        for i, piece in enumerate(sorted(pieces, key=lambda p: p.index)):
+            if i:
+                parts.append(pause)
+            parts.append(piece.audio)
+        audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak > 0:
+            audio = audio * (PEAK / peak)
+        return Result(
+            item_id, text, audio.astype(np.float32), self.voice.sample_rate, steps,
+            compute_seconds=seconds,
+        )  # fmt: skip
+
+    def _render_pieces(self, pieces: list[_Piece]) -> None:
+        """Render pieces in length-sorted batches; split and retry those that never stop."""
+        order = sorted(pieces, key=lambda p: len(p.ids), reverse=True)
+        retry: list[_Piece] = []
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for piece, (audio, steps, hit_max) in zip(batch, self._run_batch(batch), strict=True):
+                piece.steps = steps
+                if hit_max and self.config.fixed_decoder_steps is None:
+                    retry.append(piece)
+                elif audio is None:
+                    piece.failed = f"non-finite audio for {piece.text!r}"
+                else:
+                    piece.audio = audio
+        for piece in retry:
+            self._retry(piece)
+
+    def _retry(self, piece: _Piece) -> None:
+        halves = halve(piece.text) if not piece.retried else []
+        subs = []
+        for text in halves:
+            from .text import check_speakable
+
+            try:
+                subs.append(
+                    _Piece(
+                        piece.owner,
+                        piece.index,
+                        text,
+                        check_speakable(text, self.voice.frontend),
+                        retried=True,
+                    )
+                )
+            except TextError:
+                continue
+        if not subs:
+            piece.failed = (
+                f"the decoder did not stop within {self.max_decoder_steps} steps on {piece.text!r}"
+            )
+            return
+        results = self._run_batch(subs)
+        audios = []
+        for sub, (audio, steps, hit_max) in zip(subs, results, strict=True):
+            piece.steps += steps
+            if hit_max or audio is None:
+                piece.failed = (
+                    f"the decoder did not stop within {self.max_decoder_steps} steps on "
+                    f"{sub.text!r} (already split once)"
+                )
+                return
+            audios.append(audio)
+        pause = np.zeros(int(round(0.5 * self.pause_seconds * self.voice.sample_rate)), np.float32)
+        joined = [audios[0]]
+        for audio in audios[1:]:
+            joined += [pause, audio]
+        piece.audio = np.concatenate(joined)
+
+    @torch.inference_mode()
+    def _run_batch(self, batch: list[_Piece]) -> list[tuple[np.ndarray | None, int, bool]]:
+        """Tacotron2 + vocoder on one batch: per piece (audio or None if non-finite, steps, hit_max)."""
+        taco = self.voice.tacotron2
+        lengths = torch.tensor([len(p.ids) for p in batch], dtype=torch.long)
+        ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
+        for row, piece in enumerate(batch):
+            ids[row, : len(piece.ids)] = torch.tensor(piece.ids, dtype=torch.long)
+        taco.prenet_dropout = self.prenet_dropout
+        taco.max_decoder_steps = self.max_decoder_steps
+        taco.gate_threshold = self.gate_threshold
+        taco.early_stopping = self.config.fixed_decoder_steps is None
+        mel, mel_lengths, _ = taco.infer(ids.to(self.device), lengths.to(self.device))
+        hit_max = taco.last_hit_max_steps.cpu().tolist()
+        mel_lengths = mel_lengths.cpu()
+        frames = torch.arange(mel.shape[2], device=mel.device)
+        pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
+        mel = mel.float().masked_fill(pad[:, None, :], MEL_FLOOR)
+        audio = self.voice.vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength)
+        hop = self.voice.vocoder.hop_length
+        out = []
+        for row, piece in enumerate(batch):
+            n = int(mel_lengths[row]) * hop
+            wave = audio[row, :n].float()
+            steps = int(math.ceil(int(mel_lengths[row]) / self.frames_per_step))
+            if not bool(torch.isfinite(wave).all()):
+                wave = self._fp32_redo(piece)
+            out.append((None if wave is None else wave.cpu().numpy(), steps, bool(hit_max[row])))
+        return out
+
+    def _fp32_redo(self, piece: _Piece) -> torch.Tensor | None:
+        """Redo one piece in float32 after non-finite reduced-precision output."""
+        if self.taco_dtype == torch.float32 and self.vocoder_dtype == torch.float32:
+            return None
+        log.warning("non-finite audio in reduced precision; redoing %r in fp32", piece.text[:40])
+        if self._fp32_fallback is None:
+            import copy
+
+            voice = dataclasses.replace(
+                self.voice,
+                tacotron2=copy.deepcopy(self.voice.tacotron2),
+                vocoder=copy.deepcopy(self.voice.vocoder),
+            )
+            config = dataclasses.replace(self.config, precision="fp32", seed=None)
+            self._fp32_fallback = Synthesizer(voice, config)
+        audio, _, _ = self._fp32_fallback._run_batch([piece])[0]
+        return None if audio is None else torch.from_numpy(audio)
