@@ -119,7 +119,7 @@ def bench_waveglow(quick: bool = False) -> dict:
         for batch in (1, 4, 8):
             mel = torch.randn(batch, 80, frames, dtype=dtype)
             with torch.inference_mode():
-                seconds = _timed(lambda mel=mel: model.infer(mel, sigma=0.6), 1)
+                seconds = _timed(lambda mel=mel, model=model: model.infer(mel, sigma=0.6), 1)
             samples = batch * frames * 256
             figures[f"{dtype_name}_samples_per_s_B{batch}"] = samples / seconds
         figures[f"{dtype_name}_x_real_time_B1"] = figures[f"{dtype_name}_samples_per_s_B1"] / 22050
