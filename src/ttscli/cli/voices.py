@@ -1,0 +1,168 @@
+"""`ttscli voices`, `download`, `convert` and `info`: managing voices and checkpoint files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def voices(as_json: bool) -> None:
+    """List the voices ttscli knows, and whether each is installed.
+
+    \b
+    Searched, in order: TTSCLI_HOME (default ~/.cache/ttscli), then the folder where
+    NVIDIA's torch.hub entrypoints cache their files (<TORCH_HOME>/checkpoints).
+
+    \b
+    Examples:
+      ttscli voices
+      ttscli voices --json
+    """
+    from ..voices import list_voices
+
+    infos = list_voices()
+    if as_json:
+        keys = ("name", "kind", "precision", "status", "location", "size_bytes")
+        click.echo(json.dumps([{k: getattr(i, k) for k in keys} for i in infos], indent=1))
+        return
+    header = ("NAME", "KIND", "PRECISION", "STATUS", "SIZE", "LOCATION")
+    rows = [
+        (i.name, i.kind, i.precision, i.status, _size(i.size_bytes), i.location or "-")
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size_bytes < 1024 or unit == "GB":
+            return f"{size_bytes:.0f} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
+        size_bytes /= 1024
+    return "-"
+
+
+@click.command()
+@click.argument("name")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def download(name: str, quiet: bool) -> None:
+    """Download NVIDIA's published weights for voice NAME into TTSCLI_HOME.
+
+    Partial downloads resume where they stopped; files are verified (size, and sha256 after
+    the first download) and renamed into place only when complete. TTSCLI_DOWNLOAD_BASE
+    replaces the URLs' folder, for mirrors and air-gapped sites.
+
+    \b
+    Examples:
+      ttscli download nvidia-ljspeech
+      TTSCLI_DOWNLOAD_BASE=http://mirror.local/nvidia ttscli download nvidia-ljspeech-fp16
+    """
+    from tqdm import tqdm
+
+    from ..download import download as fetch
+    from ..errors import DownloadError
+    from ..voices import NVIDIA_VOICES, find_file, torch_hub_checkpoints, ttscli_home
+
+    if name not in NVIDIA_VOICES:
+        raise click.BadParameter(
+            f"{name!r} is not downloadable; choose one of {', '.join(NVIDIA_VOICES)}",
+            param_hint="NAME",
+        )
+    voice = NVIDIA_VOICES[name]
+    for url in (voice.tacotron2_url, voice.waveglow_url):
+        file_name = url.rsplit("/", 1)[1]
+        found = find_file(file_name)
+        if found:
+            click.echo(f"{file_name}: already installed at {found}", err=True)
+            continue
+        with tqdm(
+            desc=file_name,
+            unit="B",
+            unit_scale=True,
+            disable=quiet,
+            file=click.get_text_stream("stderr"),
+        ) as bar:
+
+            def progress(done: int, total: int | None, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                path = fetch(url, ttscli_home(), progress=progress)
+            except DownloadError as exc:
+                raise click.ClickException(
+                    f"{exc}\nTo install by hand, put {' and '.join(voice.files.values())} "
+                    f"in {ttscli_home()} (or {torch_hub_checkpoints()})."
+                ) from exc
+        click.echo(f"{file_name}: saved to {path}", err=True)
+
+
+@click.command()
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--fp16", is_flag=True, help="Store the weights in half precision (half the size).")
+def convert(src: str, dst: str, fp16: bool) -> None:
+    """Convert a checkpoint SRC into ttscli's safe format DST.
+
+    Any format the loaders read works (DLE/torch.hub, NVIDIA/tacotron2, NVIDIA/waveglow's
+    pickled model); the result loads with torch.load(weights_only=True) and gives the same
+    output as SRC.
+
+    \b
+    Examples:
+      ttscli convert waveglow_256channels_universe_v5.pt waveglow.pt
+      ttscli convert nvidia_tacotron2pyt_fp32_20190427 tacotron2.pt --fp16
+    """
+    import torch
+
+    from ..checkpoints import (
+        inspect_checkpoint,
+        load_tacotron2,
+        load_waveglow,
+        save_tacotron2,
+        save_waveglow,
+    )
+
+    kind = inspect_checkpoint(src)["kind"]
+    load, save = (
+        (load_tacotron2, save_tacotron2) if kind == "tacotron2" else (load_waveglow, save_waveglow)
+    )
+    model = load(src)
+    if fp16:
+        model = model.to(torch.float16)
+    save(model, dst, metadata={"converted_from": Path(src).name})
+    click.echo(f"{kind} written to {dst}" + (" (fp16)" if fp16 else ""), err=True)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(path: str, as_json: bool) -> None:
+    """Describe a checkpoint file: format, model, config, size, and whether it loads safely.
+
+    \b
+    Examples:
+      ttscli info nvidia_tacotron2pyt_fp32_20190427
+      ttscli info waveglow_256channels_universe_v5.pt --json
+    """
+    from ..checkpoints import inspect_checkpoint
+
+    details = inspect_checkpoint(path)
+    if as_json:
+        click.echo(json.dumps(details, indent=1, default=str))
+        return
+    for key, value in details.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
