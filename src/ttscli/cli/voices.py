@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -87,7 +88,7 @@ def download(name: str, quiet: bool) -> None:
             unit="B",
             unit_scale=True,
             disable=quiet,
-            file=click.get_text_stream("stderr"),
+            file=sys.stderr,
         ) as bar:
 
             def progress(done: int, total: int | None, bar=bar) -> None:
