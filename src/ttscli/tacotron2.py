@@ -1,0 +1,695 @@
+"""Tacotron 2 text-to-mel model with NVIDIA DeepLearningExamples' state-dict layout and numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ttscli.errors import CheckpointError, TextError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Tacotron2",
+    "config_from_state_dict",
+    "gate_targets",
+]
+
+# The 22 constructor keys of DLE's Tacotron2, in DLE's order, with the torch.hub defaults.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "mask_padding": False,
+    "n_mel_channels": 80,
+    "n_symbols": 148,
+    "symbols_embedding_dim": 512,
+    "encoder_kernel_size": 5,
+    "encoder_n_convolutions": 3,
+    "encoder_embedding_dim": 512,
+    "attention_rnn_dim": 1024,
+    "attention_dim": 128,
+    "attention_location_n_filters": 32,
+    "attention_location_kernel_size": 31,
+    "n_frames_per_step": 1,
+    "decoder_rnn_dim": 1024,
+    "prenet_dim": 256,
+    "max_decoder_steps": 1000,
+    "gate_threshold": 0.5,
+    "p_attention_dropout": 0.1,
+    "p_decoder_dropout": 0.1,
+    "postnet_embedding_dim": 512,
+    "postnet_kernel_size": 5,
+    "postnet_n_convolutions": 5,
+    "decoder_no_early_stopping": False,
+}
+
+# Logit written over padded gate positions by forward() when mask_padding is on (as DLE).
+_PADDED_GATE_LOGIT = 1e3
+# Initial number of decoder steps the inference buffers hold; they double when full.
+_INITIAL_STEP_CAPACITY = 256
+
+
+def _xavier(weight: torch.Tensor, gain_name: str) -> None:
+    nn.init.xavier_uniform_(weight, gain=nn.init.calculate_gain(gain_name))
+
+
+class LinearNorm(nn.Module):
+    """A Linear layer kept at ``.linear_layer`` (DLE's key layout), Xavier-initialised."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, gain: str = "linear") -> None:
+        super().__init__()
+        self.linear_layer = nn.Linear(in_dim, out_dim, bias=bias)
+        _xavier(self.linear_layer.weight, gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_layer(x)  # [..., in_dim] -> [..., out_dim]
+
+
+class ConvNorm(nn.Module):
+    """A 'same'-padded Conv1d kept at ``.conv`` (DLE's key layout), Xavier-initialised."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        gain: str = "linear",
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, padding=(kernel_size - 1) // 2, bias=bias
+        )
+        _xavier(self.conv.weight, gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # [B, C_in, T] -> [B, C_out, T]
+
+
+def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, gain: str) -> nn.Sequential:
+    return nn.Sequential(
+        ConvNorm(in_channels, out_channels, kernel_size, gain=gain), nn.BatchNorm1d(out_channels)
+    )
+
+
+class Encoder(nn.Module):
+    """Convolution stack then a bidirectional LSTM over the embedded symbols."""
+
+    def __init__(
+        self, in_dim: int, embedding_dim: int, n_convolutions: int, kernel_size: int
+    ) -> None:
+        super().__init__()
+        self.convolutions = nn.ModuleList(
+            _conv_bn(in_dim if i == 0 else embedding_dim, embedding_dim, kernel_size, "relu")
+            for i in range(n_convolutions)
+        )
+        self.lstm = nn.LSTM(
+            embedding_dim, embedding_dim // 2, 1, batch_first=True, bidirectional=True
+        )
+
+    def forward(
+        self, x: torch.Tensor, lengths_cpu: torch.Tensor, enforce_sorted: bool = True
+    ) -> torch.Tensor:
+        """[B, E_sym, T_in] embedded ids, lengths (CPU) -> memory [B, max(lengths), E]."""
+        for conv in self.convolutions:
+            x = F.dropout(F.relu(conv(x)), 0.5, self.training)  # [B, E, T_in]
+        x = x.transpose(1, 2)  # [B, T_in, E]
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths_cpu, batch_first=True, enforce_sorted=enforce_sorted
+        )
+        outputs, _ = self.lstm(packed)
+        memory, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True)
+        return memory  # [B, max(lengths), E]; padded steps are exactly 0
+
+
+class Prenet(nn.Module):
+    """Bias-free ReLU layers; dropout is applied by the caller-chosen probability."""
+
+    def __init__(self, in_dim: int, prenet_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [LinearNorm(in_dim, prenet_dim, bias=False), LinearNorm(prenet_dim, prenet_dim, False)]
+        )
+
+    def forward(self, x: torch.Tensor, p_dropout: float) -> torch.Tensor:
+        """[..., n_mel] -> [..., prenet_dim]; dropout is always 'training' (as NVIDIA's)."""
+        for layer in self.layers:
+            x = F.relu(layer(x))
+            if p_dropout > 0.0:
+                x = F.dropout(x, p_dropout, training=True)
+        return x
+
+
+class LocationLayer(nn.Module):
+    """Convolution over [previous, cumulative] attention weights, projected to attention_dim."""
+
+    def __init__(self, n_filters: int, kernel_size: int, attention_dim: int) -> None:
+        super().__init__()
+        self.location_conv = ConvNorm(2, n_filters, kernel_size, bias=False)
+        self.location_dense = LinearNorm(n_filters, attention_dim, bias=False, gain="tanh")
+
+    def forward(self, weights_cat: torch.Tensor) -> torch.Tensor:
+        x = self.location_conv(weights_cat)  # [B, 2, T_in] -> [B, n_filters, T_in]
+        return self.location_dense(x.transpose(1, 2))  # [B, T_in, attention_dim]
+
+
+class Attention(nn.Module):
+    """Location-sensitive additive attention."""
+
+    def __init__(
+        self,
+        attention_rnn_dim: int,
+        embedding_dim: int,
+        attention_dim: int,
+        location_n_filters: int,
+        location_kernel_size: int,
+    ) -> None:
+        super().__init__()
+        self.query_layer = LinearNorm(attention_rnn_dim, attention_dim, bias=False, gain="tanh")
+        self.memory_layer = LinearNorm(embedding_dim, attention_dim, bias=False, gain="tanh")
+        self.v = LinearNorm(attention_dim, 1, bias=False)
+        self.location_layer = LocationLayer(location_n_filters, location_kernel_size, attention_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        processed_memory: torch.Tensor,
+        weights_cat: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query [B, A_rnn], memory [B, T_in, E], processed [B, T_in, A], cat [B, 2, T_in],
+        mask [B, T_in] (True = padding) -> (context [B, E], weights [B, T_in])."""
+        processed_query = self.query_layer(query.unsqueeze(1))  # [B, 1, A]
+        processed_location = self.location_layer(weights_cat)  # [B, T_in, A]
+        # Addition order (query + location) + memory kept for bitwise parity with NVIDIA.
+        energies = self.v(torch.tanh(processed_query + processed_location + processed_memory))
+        energies = energies.squeeze(2).masked_fill(mask, float("-inf"))  # [B, T_in]
+        weights = F.softmax(energies, dim=1)  # [B, T_in]
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, E]
+        return context, weights
+
+
+class Decoder(nn.Module):
+    """Autoregressive attention decoder producing n_frames_per_step mel frames per step."""
+
+    def __init__(
+        self,
+        n_mel_channels: int,
+        n_frames_per_step: int,
+        encoder_embedding_dim: int,
+        attention_dim: int,
+        attention_location_n_filters: int,
+        attention_location_kernel_size: int,
+        attention_rnn_dim: int,
+        decoder_rnn_dim: int,
+        prenet_dim: int,
+        p_attention_dropout: float,
+        p_decoder_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.n_mel_channels = n_mel_channels
+        self.n_frames_per_step = n_frames_per_step
+        self.attention_rnn_dim = attention_rnn_dim
+        self.decoder_rnn_dim = decoder_rnn_dim
+        self.p_attention_dropout = p_attention_dropout
+        self.p_decoder_dropout = p_decoder_dropout
+        # The prenet sees one frame (the last of the previous step), also when r > 1.
+        self.prenet = Prenet(n_mel_channels, prenet_dim)
+        self.attention_rnn = nn.LSTMCell(prenet_dim + encoder_embedding_dim, attention_rnn_dim)
+        self.attention_layer = Attention(
+            attention_rnn_dim,
+            encoder_embedding_dim,
+            attention_dim,
+            attention_location_n_filters,
+            attention_location_kernel_size,
+        )
+        self.decoder_rnn = nn.LSTMCell(attention_rnn_dim + encoder_embedding_dim, decoder_rnn_dim)
+        self.linear_projection = LinearNorm(
+            decoder_rnn_dim + encoder_embedding_dim, n_mel_channels * n_frames_per_step
+        )
+        self.gate_layer = LinearNorm(
+            decoder_rnn_dim + encoder_embedding_dim, 1, bias=True, gain="sigmoid"
+        )
+
+    # -- one step ---------------------------------------------------------------------------
+    def _initial_state(self, memory: torch.Tensor) -> list[torch.Tensor]:
+        batch, t_in, embedding_dim = memory.shape
+        z = memory.new_zeros
+        return [
+            z(batch, self.attention_rnn_dim),  # attention hidden
+            z(batch, self.attention_rnn_dim),  # attention cell
+            z(batch, self.decoder_rnn_dim),  # decoder hidden
+            z(batch, self.decoder_rnn_dim),  # decoder cell
+            z(batch, t_in),  # attention weights (previous step)
+            z(batch, t_in),  # cumulative attention weights
+            z(batch, embedding_dim),  # attention context
+        ]
+
+    def _step(
+        self,
+        prenet_out: torch.Tensor,
+        state: list[torch.Tensor],
+        memory: torch.Tensor,
+        processed_memory: torch.Tensor,
+        mask: torch.Tensor,
+        in_place_cumulative: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder step after the prenet; updates ``state`` -> (frames [B, n_mel*r], gate [B, 1])."""
+        att_h, att_c, dec_h, dec_c, weights, weights_cum, context = state
+        att_h, att_c = self.attention_rnn(torch.cat((prenet_out, context), -1), (att_h, att_c))
+        att_h = F.dropout(att_h, self.p_attention_dropout, self.training)
+        weights_cat = torch.cat((weights.unsqueeze(1), weights_cum.unsqueeze(1)), dim=1)
+        context, weights = self.attention_layer(att_h, memory, processed_memory, weights_cat, mask)
+        if in_place_cumulative:
+            weights_cum += weights
+        else:
+            weights_cum = weights_cum + weights
+        dec_h, dec_c = self.decoder_rnn(torch.cat((att_h, context), -1), (dec_h, dec_c))
+        dec_h = F.dropout(dec_h, self.p_decoder_dropout, self.training)
+        hidden_context = torch.cat((dec_h, context), dim=1)  # [B, D_rnn + E]
+        frames = self.linear_projection(hidden_context)  # [B, n_mel * r]
+        gate = self.gate_layer(hidden_context)  # [B, 1]
+        state[:] = [att_h, att_c, dec_h, dec_c, weights, weights_cum, context]
+        return frames, gate
+
+    # -- teacher forcing ----------------------------------------------------------------------
+    def forward(
+        self,
+        memory: torch.Tensor,
+        targets: torch.Tensor,
+        memory_lengths: torch.Tensor,
+        prenet_dropout: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """memory [B, T_in, E], targets [B, n_mel, T] (any T), lengths [B] ->
+        (mel [B, n_mel, T], gate logits [B, S], alignments [B, S, T_in]) with S = ceil(T / r)."""
+        batch, n_mel, n_frames = targets.shape
+        r = self.n_frames_per_step
+        n_steps = -(-n_frames // r)
+        padded = F.pad(targets, (0, n_steps * r - n_frames)) if n_steps * r != n_frames else targets
+        # Step s is fed the last frame of step s-1 (frame s*r - 1); step 0 the zero go frame.
+        fed = padded[:, :, r - 1 :: r].permute(2, 0, 1)  # [S, B, n_mel]
+        go = memory.new_zeros(1, batch, n_mel)
+        prenet_out = self.prenet(torch.cat((go, fed), dim=0), prenet_dropout)  # [S+1, B, P]
+        mask = _padding_mask(memory_lengths, memory.shape[1])
+        processed_memory = self.attention_layer.memory_layer(memory)  # [B, T_in, A]
+        state = self._initial_state(memory)
+        frames_out, gates_out, weights_out = [], [], []
+        for step in range(n_steps):
+            frames, gate = self._step(
+                prenet_out[step], state, memory, processed_memory, mask, in_place_cumulative=False
+            )
+            frames_out.append(frames)
+            gates_out.append(gate.squeeze(1))
+            weights_out.append(state[4])
+        mel = torch.stack(frames_out, dim=1)  # [B, S, n_mel * r]
+        mel = mel.reshape(batch, n_steps * r, n_mel).transpose(1, 2)[:, :, :n_frames]
+        gates = torch.stack(gates_out, dim=1)  # [B, S]
+        alignments = torch.stack(weights_out, dim=1)  # [B, S, T_in]
+        return mel, gates, alignments
+
+    # -- free running -------------------------------------------------------------------------
+    def infer(
+        self,
+        memory: torch.Tensor,
+        memory_lengths: torch.Tensor,
+        prenet_dropout: float,
+        max_decoder_steps: int,
+        gate_threshold: float,
+        early_stopping: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode until every gate fired (or the step limit), without the postnet.
+
+        memory [B, T_in, E], lengths [B] -> (mel [B, n_mel, S*r] (a transposed view), gate
+        logits [B, S], alignments [B, S, T_in], steps before each item's gate fired [B] int32,
+        still-running flags [B] bool), all in the batch order given.
+        """
+        batch, t_in, _ = memory.shape
+        r = self.n_frames_per_step
+        n_out = self.n_mel_channels * r
+        mask = _padding_mask(memory_lengths, t_in)
+        processed_memory = self.attention_layer.memory_layer(memory)  # [B, T_in, A]
+        state = self._initial_state(memory)
+        frame = memory.new_zeros(batch, self.n_mel_channels)  # go frame
+        not_finished = torch.ones(batch, dtype=torch.int32, device=memory.device)
+        step_lengths = torch.zeros(batch, dtype=torch.int32, device=memory.device)
+        capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
+        mel_buf = memory.new_empty(capacity, batch, n_out)
+        gate_buf = memory.new_empty(capacity, batch)
+        align_buf = memory.new_empty(capacity, batch, t_in)
+        n_steps = 0
+        while True:
+            if n_steps == capacity:
+                capacity = min(max_decoder_steps, 2 * capacity)
+                mel_buf = _grow(mel_buf, capacity)
+                gate_buf = _grow(gate_buf, capacity)
+                align_buf = _grow(align_buf, capacity)
+            prenet_out = self.prenet(frame, prenet_dropout)  # [B, P]
+            frames, gate = self._step(
+                prenet_out, state, memory, processed_memory, mask, in_place_cumulative=True
+            )
+            mel_buf[n_steps] = frames
+            gate_buf[n_steps] = gate.squeeze(1)
+            align_buf[n_steps] = state[4]
+            n_steps += 1
+            keep_going = torch.le(torch.sigmoid(gate), gate_threshold).to(torch.int32).squeeze(1)
+            not_finished.mul_(keep_going)
+            step_lengths.add_(not_finished)
+            if early_stopping and not bool(not_finished.any()):
+                break
+            if n_steps == max_decoder_steps:
+                break
+            frame = frames[:, n_out - self.n_mel_channels :]  # last frame of this step
+        mel = mel_buf[:n_steps].transpose(0, 1).reshape(batch, n_steps * r, self.n_mel_channels)
+        return (
+            mel.transpose(1, 2),
+            gate_buf[:n_steps].transpose(0, 1),
+            align_buf[:n_steps].transpose(0, 1),
+            step_lengths,
+            not_finished.bool(),
+        )
+
+
+class Postnet(nn.Module):
+    """Residual convolution stack refining the decoder's mel."""
+
+    def __init__(
+        self, n_mel_channels: int, embedding_dim: int, kernel_size: int, n_convolutions: int
+    ) -> None:
+        super().__init__()
+        layers = [_conv_bn(n_mel_channels, embedding_dim, kernel_size, "tanh")]
+        layers += [
+            _conv_bn(embedding_dim, embedding_dim, kernel_size, "tanh")
+            for _ in range(n_convolutions - 2)
+        ]
+        layers.append(_conv_bn(embedding_dim, n_mel_channels, kernel_size, "linear"))
+        self.convolutions = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, n_mel, T] -> residual [B, n_mel, T] (to be added to the input)."""
+        for conv in self.convolutions[:-1]:
+            x = F.dropout(torch.tanh(conv(x)), 0.5, self.training)
+        return F.dropout(self.convolutions[-1](x), 0.5, self.training)
+
+
+class Tacotron2(nn.Module):
+    """Tacotron 2 with NVIDIA DeepLearningExamples' constructor keys and state-dict keys.
+
+    ``Tacotron2(**config)`` takes DLE's 22 keyword arguments (see ``DEFAULT_CONFIG``; missing
+    ones take the torch.hub defaults). A key outside those 22 raises ``CheckpointError`` naming
+    it, because silently ignoring an unknown setting could build a different network than the
+    one a checkpoint was trained as. ``.config`` is a copy of the complete 22-key dict the model
+    was built from; run-time settings changed later (``max_decoder_steps``, ...) do not alter it.
+
+    ``n_frames_per_step`` r > 1 is supported: every decoder step emits r frames and one gate
+    logit, and the next step's prenet input is the last of those r frames (so the prenet's
+    input size is n_mel for every r; with r = 1 everything is exactly DLE's computation).
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise CheckpointError(f"unknown Tacotron2 config keys: {', '.join(unknown)}")
+        cfg = {**DEFAULT_CONFIG, **config}
+        _validate_config(cfg)
+        self._config = cfg
+        self.mask_padding = bool(cfg["mask_padding"])
+        self.n_mel_channels = int(cfg["n_mel_channels"])
+        self.n_frames_per_step = int(cfg["n_frames_per_step"])
+        # Run-time settings for infer(); callers may change them between calls.
+        self.prenet_dropout: float = 0.5
+        self.max_decoder_steps: int = int(cfg["max_decoder_steps"])
+        self.gate_threshold: float = float(cfg["gate_threshold"])
+        self.early_stopping: bool = not bool(cfg["decoder_no_early_stopping"])
+        self.last_hit_max_steps: torch.Tensor = torch.zeros(0, dtype=torch.bool)
+
+        n_symbols = int(cfg["n_symbols"])
+        symbols_dim = int(cfg["symbols_embedding_dim"])
+        encoder_dim = int(cfg["encoder_embedding_dim"])
+        self.embedding = nn.Embedding(n_symbols, symbols_dim)
+        bound = math.sqrt(3.0) * math.sqrt(2.0 / (n_symbols + symbols_dim))
+        nn.init.uniform_(self.embedding.weight, -bound, bound)
+        self.encoder = Encoder(
+            symbols_dim,
+            encoder_dim,
+            int(cfg["encoder_n_convolutions"]),
+            int(cfg["encoder_kernel_size"]),
+        )
+        self.decoder = Decoder(
+            self.n_mel_channels,
+            self.n_frames_per_step,
+            encoder_dim,
+            int(cfg["attention_dim"]),
+            int(cfg["attention_location_n_filters"]),
+            int(cfg["attention_location_kernel_size"]),
+            int(cfg["attention_rnn_dim"]),
+            int(cfg["decoder_rnn_dim"]),
+            int(cfg["prenet_dim"]),
+            float(cfg["p_attention_dropout"]),
+            float(cfg["p_decoder_dropout"]),
+        )
+        self.postnet = Postnet(
+            self.n_mel_channels,
+            int(cfg["postnet_embedding_dim"]),
+            int(cfg["postnet_kernel_size"]),
+            int(cfg["postnet_n_convolutions"]),
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The complete 22-key DLE config this model was built from (a copy)."""
+        return dict(self._config)
+
+    # -- training -----------------------------------------------------------------------------
+    def forward(
+        self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass, DLE's tuple in and out.
+
+        ``inputs`` = (text_ids [B, T_in] long, text_lengths [B], mel_targets [B, n_mel, T],
+        max_len (unused), output_lengths [B] in frames). Rows may come in any length order.
+        Returns (mel [B, n_mel, T], mel_postnet [B, n_mel, T], gate_logits [B, S],
+        alignments [B, S, T_in]) where S = ceil(T / r) decoder steps: the mels always have the
+        targets' T frames (targets are zero-padded to S*r internally and the extra frames cut),
+        while gate logits and alignments come one per decoder STEP. With r = 1 that is one per
+        frame, exactly DLE's outputs; ``gate_targets`` builds the matching per-step targets.
+        Step s is fed target frame s*r - 1 (step 0 the zero go frame). The prenet's dropout
+        (``prenet_dropout``) is on in every mode, drawn once on the [S+1, B, prenet_dim] stack.
+
+        With ``mask_padding``, frames t >= output_lengths[b] are set to 0 in both mels and
+        steps s >= ceil(output_lengths[b] / r) to a gate logit of 1e3 (in place, as DLE).
+        """
+        text_ids, text_lengths, mel_targets, _max_len, output_lengths = inputs
+        lengths_cpu = text_lengths.detach().cpu().long()
+        embedded = self.embedding(text_ids).transpose(1, 2)  # [B, E_sym, T_in]
+        memory = self.encoder(embedded, lengths_cpu, enforce_sorted=False)  # [B, T_in', E]
+        mel, gates, alignments = self.decoder(
+            memory, mel_targets, text_lengths.to(memory.device), self.prenet_dropout
+        )
+        mel_post = mel + self.postnet(mel)
+        if self.mask_padding:
+            r = self.n_frames_per_step
+            out_lengths = output_lengths.to(mel.device).long()
+            frame_pad = _padding_mask(out_lengths, mel.shape[2])  # [B, T]
+            step_pad = _padding_mask(
+                torch.div(out_lengths + r - 1, r, rounding_mode="floor"), gates.shape[1]
+            )
+            mel.masked_fill_(frame_pad.unsqueeze(1), 0.0)
+            mel_post.masked_fill_(frame_pad.unsqueeze(1), 0.0)
+            gates.masked_fill_(step_pad, _PADDED_GATE_LOGIT)
+        return mel, mel_post, gates, alignments
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(
+        self, text_ids: torch.Tensor, text_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Free-running synthesis: (mel [B, n_mel, F], mel_lengths [B] int32, alignments [B, S, T]).
+
+        Rows may come in any length order; outputs keep the input order. Internally the batch
+        is sorted by decreasing length (a stable sort, so rows already given longest first, as
+        DLE requires, keep their order) and decoded as DLE does. The prenet's dropout masks
+        (probability ``prenet_dropout``; 0.0 disables it) are drawn per step for that sorted
+        batch with the same ``F.dropout`` calls on the same shapes as DLE, so after
+        ``torch.manual_seed(s)`` a batch given in DLE's order reproduces NVIDIA's output for
+        seed s; for other orders, row i of each mask belongs to the i-th longest item.
+
+        Decoding stops once every item's gate fired (sigmoid(gate) > ``gate_threshold``) when
+        ``early_stopping`` is on, else after ``max_decoder_steps`` steps. S is the number of
+        steps run and F = S * r frames. mel_lengths[b] counts the FRAMES of the steps before
+        item b's gate first fired (the firing step is excluded, as DLE), or S * r if it never
+        fired; frames past it are what the decoder computed and callers trim them.
+        ``last_hit_max_steps`` (bool [B], input order) then says which items never fired.
+        T is max(text_lengths). Nothing is printed or warned.
+        """
+        text_ids, lengths_cpu = self._check_inputs(text_ids, text_lengths)
+        device = text_ids.device
+        order = torch.sort(lengths_cpu, descending=True, stable=True).indices
+        in_order = bool(torch.equal(order, torch.arange(order.numel())))
+        if not in_order:
+            text_ids = text_ids[order.to(device)]
+            lengths_cpu = lengths_cpu[order]
+        max_steps = int(self.max_decoder_steps)
+        if max_steps < 1:
+            raise TextError("max_decoder_steps must be at least 1")
+
+        embedded = self.embedding(text_ids).transpose(1, 2)  # [B, E_sym, T_in]
+        memory = self.encoder(embedded, lengths_cpu)  # [B, T, E]
+        mel, _gates, alignments, step_lengths, running = self.decoder.infer(
+            memory,
+            lengths_cpu.to(device),
+            float(self.prenet_dropout),
+            max_steps,
+            float(self.gate_threshold),
+            bool(self.early_stopping),
+        )
+        mel_post = mel + self.postnet(mel)  # [B, n_mel, F]
+        mel_lengths = step_lengths * self.n_frames_per_step
+        if not in_order:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel())
+            inverse = inverse.to(device)
+            mel_post, mel_lengths = mel_post[inverse], mel_lengths[inverse]
+            alignments, running = alignments[inverse], running[inverse]
+        self.last_hit_max_steps = running
+        return mel_post, mel_lengths, alignments
+
+    def _check_inputs(
+        self, text_ids: torch.Tensor, text_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if text_ids.dim() != 2 or text_lengths.dim() != 1:
+            raise TextError("text ids must be [B, T] and lengths [B]")
+        if text_ids.shape[0] != text_lengths.shape[0] or text_ids.shape[0] == 0:
+            raise TextError("text ids and lengths disagree on the batch size (or it is 0)")
+        lengths_cpu = text_lengths.detach().cpu().long()
+        if int(lengths_cpu.min()) < 1:
+            raise TextError("every text needs at least one symbol id")
+        if int(lengths_cpu.max()) > text_ids.shape[1]:
+            raise TextError("a text length exceeds the width of the id tensor")
+        text_ids = text_ids.long()
+        low, high = int(text_ids.min()), int(text_ids.max())
+        if low < 0 or high >= self.embedding.num_embeddings:
+            raise TextError(f"symbol ids must lie in [0, {self.embedding.num_embeddings})")
+        return text_ids, lengths_cpu
+
+
+def gate_targets(
+    output_lengths: torch.Tensor, n_steps: int, n_frames_per_step: int = 1
+) -> torch.Tensor:
+    """Per-step gate targets matching ``Tacotron2.forward``'s gate logits: float [B, n_steps].
+
+    Step s (frames s*r .. s*r+r-1) has target 1 from the step holding the last frame
+    (output_lengths[b] - 1) on, else 0. With r = 1 this is DLE's per-frame gate target.
+    """
+    r = int(n_frames_per_step)
+    last_step = torch.div(output_lengths.long() - 1, r, rounding_mode="floor")  # [B]
+    steps = torch.arange(n_steps, device=output_lengths.device)
+    return (steps[None, :] >= last_step[:, None]).float()
+
+
+def _padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """[B] lengths -> bool [B, max_len], True at padded positions."""
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions[None, :] >= lengths[:, None]
+
+
+def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
+    grown = buffer.new_empty(capacity, *buffer.shape[1:])
+    grown[: buffer.shape[0]] = buffer
+    return grown
+
+
+def _validate_config(cfg: dict[str, Any]) -> None:
+    positive = [k for k, v in cfg.items() if isinstance(v, int) and not isinstance(v, bool)]
+    bad = [k for k in positive if k != "max_decoder_steps" and int(cfg[k]) < 1]
+    if bad:
+        raise CheckpointError(f"Tacotron2 config values must be positive: {', '.join(bad)}")
+    for key in ("encoder_kernel_size", "postnet_kernel_size", "attention_location_kernel_size"):
+        if int(cfg[key]) % 2 != 1:
+            raise CheckpointError(f"Tacotron2 config {key} must be odd, got {cfg[key]}")
+    if int(cfg["encoder_embedding_dim"]) % 2:
+        raise CheckpointError("Tacotron2 encoder_embedding_dim must be even (bidirectional LSTM)")
+    if int(cfg["postnet_n_convolutions"]) < 2:
+        raise CheckpointError("Tacotron2 postnet_n_convolutions must be at least 2")
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Infer the 22-key DLE config from a Tacotron2 state dict's tensor shapes.
+
+    For checkpoints that carry no config (NVIDIA/tacotron2's own format). Keys may carry a
+    ``module.`` prefix. Sizes come from the shapes; settings that shapes cannot reveal
+    (mask_padding, max_decoder_steps, gate_threshold, dropouts, early stopping) take the
+    torch.hub defaults of ``DEFAULT_CONFIG``. Raises ``CheckpointError`` if a needed tensor is
+    missing or the shapes do not fit together.
+    """
+    sd = _strip_module_prefix(state_dict)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise CheckpointError(f"not a Tacotron2 state dict: missing {key}")
+        return tuple(sd[key].shape)
+
+    def count(prefix: str) -> int:
+        n = 0
+        while f"{prefix}.{n}.0.conv.weight" in sd:
+            n += 1
+        return n
+
+    n_symbols, symbols_dim = shape("embedding.weight")
+    enc_out, _, enc_kernel = shape("encoder.convolutions.0.0.conv.weight")
+    post_out, n_mel, post_kernel = shape("postnet.convolutions.0.0.conv.weight")
+    n_filters, _, loc_kernel = shape(
+        "decoder.attention_layer.location_layer.location_conv.conv.weight"
+    )
+    projection_out = shape("decoder.linear_projection.linear_layer.weight")[0]
+    if n_mel < 1 or projection_out % n_mel:
+        raise CheckpointError(
+            f"Tacotron2 projection size {projection_out} is not a multiple of n_mel {n_mel}"
+        )
+    prenet_in = shape("decoder.prenet.layers.0.linear_layer.weight")[1]
+    if prenet_in != n_mel:
+        raise CheckpointError(
+            f"unsupported Tacotron2 prenet input size {prenet_in} (expected n_mel = {n_mel})"
+        )
+    config = dict(DEFAULT_CONFIG)
+    config.update(
+        n_mel_channels=n_mel,
+        n_symbols=n_symbols,
+        symbols_embedding_dim=symbols_dim,
+        encoder_kernel_size=enc_kernel,
+        encoder_n_convolutions=count("encoder.convolutions"),
+        encoder_embedding_dim=enc_out,
+        attention_rnn_dim=shape("decoder.attention_rnn.weight_hh")[1],
+        attention_dim=shape("decoder.attention_layer.query_layer.linear_layer.weight")[0],
+        attention_location_n_filters=n_filters,
+        attention_location_kernel_size=loc_kernel,
+        n_frames_per_step=projection_out // n_mel,
+        decoder_rnn_dim=shape("decoder.decoder_rnn.weight_hh")[1],
+        prenet_dim=shape("decoder.prenet.layers.0.linear_layer.weight")[0],
+        postnet_embedding_dim=post_out,
+        postnet_kernel_size=post_kernel,
+        postnet_n_convolutions=count("postnet.convolutions"),
+    )
+    try:
+        with torch.device("meta"):
+            expected = Tacotron2(**config).state_dict()
+    except CheckpointError:
+        raise
+    except (RuntimeError, ValueError) as exc:  # pragma: no cover - defensive
+        raise CheckpointError(f"cannot build Tacotron2 from inferred config: {exc}") from exc
+    mismatched = [
+        k for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    missing = [k for k in expected if k not in sd]
+    if mismatched or missing:
+        detail = ", ".join((mismatched + missing)[:5])
+        raise CheckpointError(f"Tacotron2 state dict shapes do not fit together: {detail}")
+    return config
+
+
+def _strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not any("module." in k for k in state_dict):
+        return state_dict
+    return {k.replace("module.1.", "").replace("module.", ""): v for k, v in state_dict.items()}

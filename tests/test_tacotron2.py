@@ -1,0 +1,391 @@
+"""Tacotron2 parity with NVIDIA's reference outputs (fixtures), plus batching, r > 1 and dtypes."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import torch
+
+from ttscli.errors import CheckpointError, TextError
+from ttscli.tacotron2 import DEFAULT_CONFIG, Tacotron2, config_from_state_dict, gate_targets
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def load(name: str):
+    return torch.load(DATA / name, map_location="cpu", weights_only=True)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def load_dle(name: str = "tacotron2_dle_checkpoint.pt") -> Tacotron2:
+    ckpt = load(name)
+    sd = ckpt["state_dict"]
+    if any("module." in k for k in sd):
+        sd = {k.replace("module.1.", "").replace("module.", ""): v for k, v in sd.items()}
+    model = Tacotron2(**ckpt["config"])
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def dle() -> Tacotron2:
+    return load_dle()
+
+
+@pytest.fixture(scope="module")
+def infer_cases() -> dict:
+    return load("tacotron2_infer.pt")["cases"]
+
+
+def configure(model: Tacotron2, case: dict) -> None:
+    model.gate_threshold = case["gate_threshold"]
+    model.max_decoder_steps = case["max_decoder_steps"]
+    model.early_stopping = case["early_stopping"]
+    model.prenet_dropout = 0.5 if case["prenet_dropout"] else 0.0
+
+
+def small_config(**overrides) -> dict:
+    cfg = dict(
+        n_symbols=148,
+        symbols_embedding_dim=24,
+        encoder_embedding_dim=24,
+        attention_rnn_dim=32,
+        attention_dim=16,
+        attention_location_n_filters=4,
+        decoder_rnn_dim=32,
+        prenet_dim=16,
+        postnet_embedding_dim=16,
+        max_decoder_steps=30,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def random_model(seed: int = 0, **overrides) -> Tacotron2:
+    torch.manual_seed(seed)
+    model = Tacotron2(**small_config(**overrides))
+    with torch.no_grad():  # random BatchNorm statistics, so the eval path depends on them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        model.decoder.gate_layer.linear_layer.bias.fill_(-1.0)
+    return model.eval()
+
+
+def batch_of(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(1, 148, (n,), generator=gen)
+    return ids, torch.tensor(lengths)
+
+
+# -- construction and keys ----------------------------------------------------------------------
+def test_full_size_state_dict_matches_manifest() -> None:
+    manifest = json.loads((DATA / "full_size_manifest.json").read_text())["tacotron2_dle"]
+    with torch.device("meta"):
+        model = Tacotron2(**manifest["config"])
+    sd = model.state_dict()
+    expected = [(e["key"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
+    actual = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()]
+    assert actual == expected
+    assert sum(p.numel() for p in model.parameters()) == manifest["n_parameters"]
+    assert sum(b.numel() for b in model.buffers()) == manifest["n_buffer_elements"]
+    assert model.config == manifest["config"]
+
+
+def test_config_defaults_unknown_keys_and_copy() -> None:
+    with torch.device("meta"):
+        model = Tacotron2(prenet_dim=128)
+    assert list(model.config) == list(DEFAULT_CONFIG)
+    assert model.config["prenet_dim"] == 128 and model.config["n_mel_channels"] == 80
+    model.config["prenet_dim"] = 1  # a copy: the model's own config is unchanged
+    assert model.config["prenet_dim"] == 128
+    assert model.early_stopping and model.prenet_dropout == 0.5
+    with pytest.raises(CheckpointError, match="fp16_run"):
+        Tacotron2(fp16_run=False)
+    with pytest.raises(CheckpointError):
+        Tacotron2(encoder_kernel_size=4)
+
+
+def test_no_early_stopping_config_flag() -> None:
+    with torch.device("meta"):
+        assert not Tacotron2(decoder_no_early_stopping=True).early_stopping
+
+
+# -- DLE parity ---------------------------------------------------------------------------------
+def test_forward_matches_reference(dle: Tacotron2) -> None:
+    fix = load("tacotron2_forward.pt")
+    assert dle.mask_padding is fix["mask_padding"] is True
+    dle.prenet_dropout = 0.0
+    inputs = (
+        fix["text_padded"],
+        fix["input_lengths"],
+        fix["mel_padded"],
+        fix["max_len"],
+        fix["output_lengths"],
+    )
+    with torch.no_grad():
+        mel, mel_post, gate, align = dle(inputs)
+    names = ("mel_outputs", "mel_outputs_postnet", "gate_outputs", "alignments")
+    for actual, name in zip((mel, mel_post, gate, align), names, strict=True):
+        assert actual.shape == fix[name].shape, name
+        close(actual, fix[name])
+
+
+@pytest.mark.parametrize("name", ["fixed_steps", "early_stop", "seeded_prenet_dropout"])
+def test_infer_matches_reference(dle: Tacotron2, infer_cases: dict, name: str) -> None:
+    case = infer_cases[name]
+    configure(dle, case)
+    if "torch_manual_seed" in case:
+        torch.manual_seed(case["torch_manual_seed"])
+    mel, mel_lengths, align = dle.infer(case["text_padded"], case["input_lengths"])
+    assert mel_lengths.dtype == torch.int32
+    assert mel_lengths.tolist() == case["mel_lengths"].tolist()
+    assert mel.shape == case["mel_outputs_postnet"].shape
+    assert mel.shape[2] == case["n_decoder_steps"]
+    assert align.shape == case["alignments"].shape
+    close(mel, case["mel_outputs_postnet"])
+    close(align, case["alignments"])
+    hit_max = case["stdout"] == "Warning! Reached max decoder steps"
+    assert dle.last_hit_max_steps.tolist() == [hit_max] * 2
+
+
+def test_decoder_debug_outputs(dle: Tacotron2, infer_cases: dict) -> None:
+    case = infer_cases["fixed_steps"]
+    with torch.no_grad():
+        memory = dle.encoder(
+            dle.embedding(case["text_padded"]).transpose(1, 2), case["input_lengths"]
+        )
+        mel, gates, _, _, _ = dle.decoder.infer(memory, case["input_lengths"], 0.0, 40, 1.0, True)
+    close(mel, case["debug_decoder_mel_outputs"])
+    close(gates, case["debug_gate_logits"])
+
+
+def test_early_stop_first_firing_steps(dle: Tacotron2, infer_cases: dict) -> None:
+    case = infer_cases["early_stop"]
+    configure(dle, case)
+    _, mel_lengths, _ = dle.infer(case["text_padded"], case["input_lengths"])
+    assert [n + 1 for n in mel_lengths.tolist()] == case["first_step_gate_exceeds_threshold"]
+
+
+def test_original_checkpoint_via_inferred_config() -> None:
+    ckpt = load("tacotron2_orig_checkpoint.pt")
+    expected = load("tacotron2_orig_expected.pt")
+    config = config_from_state_dict(ckpt["state_dict"])
+    for key, value in expected["hparams"].items():
+        if key in config and key not in ("mask_padding", "max_decoder_steps"):
+            assert config[key] == value, key
+    model = Tacotron2(**config)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model.eval()
+    model.prenet_dropout = 0.0
+    model.gate_threshold = expected["gate_threshold"]
+    model.max_decoder_steps = expected["max_decoder_steps"]
+    ids = expected["text_ids"]
+    lengths = torch.tensor([ids.shape[1]])
+    mel, mel_lengths, align = model.infer(ids, lengths)
+    # The original keeps every generated frame (7, including the one whose gate fired);
+    # DLE's mel_lengths excludes that frame.
+    assert mel.shape == expected["mel_outputs_postnet"].shape
+    assert mel_lengths.tolist() == expected["dle_infer_same_weights"]["mel_lengths"].tolist()
+    assert mel_lengths.tolist() == [mel.shape[2] - 1]
+    assert not model.last_hit_max_steps.item()
+    close(mel, expected["mel_outputs_postnet"])
+    close(align, expected["alignments"])
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths)
+        pre, gates, _, _, _ = model.decoder.infer(
+            memory, lengths, 0.0, 30, expected["gate_threshold"], True
+        )
+    close(pre, expected["mel_outputs"])
+    close(gates.unsqueeze(2), expected["gate_outputs"])
+
+
+def test_config_from_dle_state_dict_with_prefix() -> None:
+    ckpt = load("tacotron2_dle_checkpoint.pt")
+    config = config_from_state_dict(ckpt["state_dict"])
+    shape_keys = set(DEFAULT_CONFIG) - {
+        "mask_padding",
+        "max_decoder_steps",
+        "gate_threshold",
+        "p_attention_dropout",
+        "p_decoder_dropout",
+        "decoder_no_early_stopping",
+    }
+    assert {k: config[k] for k in shape_keys} == {k: ckpt["config"][k] for k in shape_keys}
+    broken = dict(ckpt["state_dict"])
+    del broken["module.decoder.decoder_rnn.weight_hh"]
+    with pytest.raises(CheckpointError):
+        config_from_state_dict(broken)
+    with pytest.raises(CheckpointError):
+        config_from_state_dict({"embedding.weight": torch.zeros(3, 4)})
+
+
+# -- batching -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("perm", [[2, 0, 1], [1, 2, 0], [2, 1, 0]])
+def test_unsorted_batch_keeps_input_order(dle: Tacotron2, perm: list[int]) -> None:
+    fix = load("tacotron2_forward.pt")  # three texts of distinct lengths, longest first
+    ids, lengths = fix["text_padded"], fix["input_lengths"]
+    dle.prenet_dropout = 0.0
+    dle.max_decoder_steps = 40
+    dle.early_stopping = True
+    dle.gate_threshold = 0.5
+    ref_mel, ref_len, ref_align = dle.infer(ids, lengths)
+    ref_hit = dle.last_hit_max_steps.clone()
+    p = torch.tensor(perm)
+    mel, mel_len, align = dle.infer(ids[p], lengths[p])
+    assert torch.equal(mel, ref_mel[p])
+    assert torch.equal(mel_len, ref_len[p])
+    assert torch.equal(align, ref_align[p])
+    assert torch.equal(dle.last_hit_max_steps, ref_hit[p])
+
+
+def test_unsorted_batch_seeded_dropout_masks_follow_sorted_rows(dle: Tacotron2) -> None:
+    fix = load("tacotron2_forward.pt")
+    ids, lengths = fix["text_padded"], fix["input_lengths"]
+    dle.prenet_dropout = 0.5
+    dle.max_decoder_steps = 12
+    dle.gate_threshold = 1.0
+    torch.manual_seed(5)
+    ref_mel, _, _ = dle.infer(ids, lengths)
+    p = torch.tensor([1, 2, 0])
+    torch.manual_seed(5)
+    mel, _, _ = dle.infer(ids[p], lengths[p])
+    assert torch.equal(mel, ref_mel[p])
+
+
+def test_last_hit_max_steps_per_item(dle: Tacotron2, infer_cases: dict) -> None:
+    case = infer_cases["early_stop"]  # gates first fire at steps [7, 6]
+    configure(dle, case)
+    dle.max_decoder_steps = 6
+    mel, mel_lengths, _ = dle.infer(case["text_padded"], case["input_lengths"])
+    assert mel.shape[2] == 6
+    assert mel_lengths.tolist() == [6, 5]
+    assert dle.last_hit_max_steps.tolist() == [True, False]
+    p = torch.tensor([1, 0])
+    _, mel_lengths, _ = dle.infer(case["text_padded"][p], case["input_lengths"][p])
+    assert mel_lengths.tolist() == [5, 6]
+    assert dle.last_hit_max_steps.tolist() == [False, True]
+
+
+def test_early_stopping_off_runs_every_step(dle: Tacotron2, infer_cases: dict) -> None:
+    case = infer_cases["early_stop"]
+    configure(dle, case)
+    dle.early_stopping = False
+    mel, mel_lengths, align = dle.infer(case["text_padded"], case["input_lengths"])
+    assert mel.shape[2] == case["max_decoder_steps"]
+    assert mel_lengths.tolist() == case["mel_lengths"].tolist()
+    assert dle.last_hit_max_steps.tolist() == [False, False]
+    n = case["alignments"].shape[1]  # the first steps are the early-stopped run's steps
+    close(align[:, :n], case["alignments"])
+
+
+def test_invalid_lengths_raise_text_error(dle: Tacotron2) -> None:
+    ids, _ = batch_of([5, 3])
+    with pytest.raises(TextError):
+        dle.infer(ids, torch.tensor([5, 0]))
+    with pytest.raises(TextError):
+        dle.infer(ids, torch.tensor([6, 3]))
+    with pytest.raises(TextError):
+        dle.infer(ids + 200, torch.tensor([5, 3]))
+
+
+# -- several frames per step --------------------------------------------------------------------
+def test_r3_shapes_lengths_and_forward_consistency() -> None:
+    model = random_model(n_frames_per_step=3, max_decoder_steps=9)
+    assert model.n_frames_per_step == 3
+    ids, lengths = batch_of([7, 11, 4])
+    model.prenet_dropout = 0.0
+    mel, mel_lengths, align = model.infer(ids, lengths)
+    n_steps = align.shape[1]
+    assert mel.shape == (3, 80, 3 * n_steps)
+    assert align.shape == (3, n_steps, 11)
+    assert all(n % 3 == 0 and 0 <= n <= 3 * n_steps for n in mel_lengths.tolist())
+
+    # Teacher-forcing the decoder's own free-running frames reproduces the free run.
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids[[1, 0, 2]]).transpose(1, 2), lengths[[1, 0, 2]])
+        pre, gates, pre_align, _, _ = model.decoder.infer(
+            memory, lengths[[1, 0, 2]], 0.0, 5, 1.0, True
+        )
+        back = torch.tensor([1, 0, 2])
+        pre, gates, pre_align = pre[back], gates[back], pre_align[back]
+        targets = pre[:, :, :14]  # 14 frames: not a multiple of r
+        out_lengths = torch.tensor([14, 10, 5])
+        t_mel, t_post, t_gate, t_align = model((ids, lengths, targets, 11, out_lengths))
+    assert t_mel.shape == (3, 80, 14) and t_post.shape == (3, 80, 14)
+    assert t_gate.shape == (3, 5) and t_align.shape == (3, 5, 11)
+    close(t_mel, pre[:, :, :14])
+    close(t_gate, gates)
+    close(t_align, pre_align)
+
+
+def test_forward_mask_padding_per_frame_and_step() -> None:
+    model = random_model(n_frames_per_step=3, mask_padding=True)
+    ids, lengths = batch_of([6, 9])
+    targets = torch.randn(2, 80, 8)
+    out_lengths = torch.tensor([8, 4])
+    with torch.no_grad():
+        mel, post, gate, _ = model((ids, lengths, targets, 9, out_lengths))
+    assert torch.all(mel[1, :, 4:] == 0) and torch.all(post[1, :, 4:] == 0)
+    assert torch.all(mel[1, :, :4] != 0)
+    assert gate[1].tolist()[2] == 1e3 and gate[1, :2].abs().max() < 1e3  # steps >= ceil(4/3)
+    assert gate[0].abs().max() < 1e3
+
+
+def test_gate_targets() -> None:
+    lengths = torch.tensor([4, 3, 1])
+    expected_r1 = [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert gate_targets(lengths, 5).tolist() == expected_r1
+    # r = 3: frame 3 (last of length 4) lies in step 1; frame 2 in step 0.
+    assert gate_targets(lengths, 3, 3).tolist() == [[0, 1, 1], [1, 1, 1], [1, 1, 1]]
+
+
+def test_forward_trains_batch_of_one_and_r3() -> None:
+    model = random_model(n_frames_per_step=3).train()
+    ids, lengths = batch_of([6])
+    targets = torch.randn(1, 80, 7)
+    mel, post, gate, _ = model((ids, lengths, targets, 6, torch.tensor([7])))
+    loss = (mel - targets).pow(2).mean() + (post - targets).pow(2).mean()
+    loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
+        gate, gate_targets(torch.tensor([7]), gate.shape[1], 3)
+    )
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+# -- dtypes -------------------------------------------------------------------------------------
+def test_bfloat16_cpu_infer_is_finite() -> None:
+    model = random_model().to(torch.bfloat16)
+    model.max_decoder_steps = 10
+    ids, lengths = batch_of([9, 5])
+    mel, mel_lengths, align = model.infer(ids, lengths)
+    assert mel.dtype == torch.bfloat16 and align.dtype == torch.bfloat16
+    assert torch.isfinite(mel).all() and torch.isfinite(align).all()
+    assert mel_lengths.shape == (2,)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float16_cuda_matches_float32(dle: Tacotron2, infer_cases: dict) -> None:
+    case = infer_cases["fixed_steps"]
+    device = torch.device("cuda")
+    model = load_dle().to(device)
+    configure(model, case)
+    mel32, len32, _ = model.infer(case["text_padded"].to(device), case["input_lengths"].to(device))
+    close(mel32.cpu(), case["mel_outputs_postnet"])
+    model.half()
+    mel16, len16, align16 = model.infer(case["text_padded"].to(device), case["input_lengths"])
+    assert mel16.dtype == torch.float16 and torch.isfinite(mel16).all()
+    assert torch.equal(len16.cpu(), len32.cpu())
+    torch.testing.assert_close(
+        mel16.float().cpu(), case["mel_outputs_postnet"], atol=0.1, rtol=0.05
+    )
