@@ -389,3 +389,24 @@ def test_float16_cuda_matches_float32(dle: Tacotron2, infer_cases: dict) -> None
     torch.testing.assert_close(
         mel16.float().cpu(), case["mel_outputs_postnet"], atol=0.1, rtol=0.05
     )
+
+
+@pytest.mark.parametrize("every", [2, 5, 16])
+def test_deferred_stop_check_gives_identical_outputs(
+    dle: Tacotron2, infer_cases: dict, every: int
+) -> None:
+    case = infer_cases["early_stop"]  # all gates have fired after step 7
+    configure(dle, case)
+    ids, lengths = case["text_padded"][[1, 0]], case["input_lengths"][[1, 0]]
+    results = []
+    for max_steps in (40, 9, 7, 6, 3):
+        dle.max_decoder_steps = max_steps
+        for check in (1, every):
+            dle.stop_check_every = check
+            mel, mel_lengths, align = dle.infer(ids, lengths)
+            results.append((mel, mel_lengths, align, dle.last_hit_max_steps))
+    dle.stop_check_every = None
+    assert results[0][0].shape[2] == 7
+    for exact, deferred in zip(results[::2], results[1::2], strict=True):
+        for a, b in zip(exact, deferred, strict=True):
+            assert torch.equal(a, b)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ttscli.errors import CheckpointError, TextError
+from ttscli.errors import CheckpointError, SynthesisError, TextError
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -48,6 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
 _PADDED_GATE_LOGIT = 1e3
 # Initial number of decoder steps the inference buffers hold; they double when full.
 _INITIAL_STEP_CAPACITY = 256
+# On accelerators the host asks whether decoding may stop only every this many steps, so the
+# device is not drained on every step; the few extra steps decoded are discarded.
+_ACCELERATOR_STOP_CHECK_EVERY = 16
 
 
 def _xavier(weight: torch.Tensor, gain_name: str) -> None:
@@ -318,33 +321,41 @@ class Decoder(nn.Module):
         max_decoder_steps: int,
         gate_threshold: float,
         early_stopping: bool,
+        stop_check_every: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode until every gate fired (or the step limit), without the postnet.
 
         memory [B, T_in, E], lengths [B] -> (mel [B, n_mel, S*r] (a transposed view), gate
         logits [B, S], alignments [B, S, T_in], steps before each item's gate fired [B] int32,
         still-running flags [B] bool), all in the batch order given.
+
+        ``stop_check_every`` k > 1 asks the host whether every gate fired only every k steps
+        (one device sync per k steps instead of per step); the up to k-1 steps decoded past
+        the stop are dropped again, so the outputs are the same, only more dropout draws are
+        consumed.
         """
         batch, t_in, _ = memory.shape
+        device = memory.device
         r = self.n_frames_per_step
         n_out = self.n_mel_channels * r
+        check_every = max(1, int(stop_check_every))
         mask = _padding_mask(memory_lengths, t_in)
         processed_memory = self.attention_layer.memory_layer(memory)  # [B, T_in, A]
         state = self._initial_state(memory)
         frame = memory.new_zeros(batch, self.n_mel_channels)  # go frame
-        not_finished = torch.ones(batch, dtype=torch.int32, device=memory.device)
-        step_lengths = torch.zeros(batch, dtype=torch.int32, device=memory.device)
+        not_finished = torch.ones(batch, dtype=torch.int32, device=device)
+        step_lengths = torch.zeros(batch, dtype=torch.int32, device=device)
         capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
-        mel_buf = memory.new_empty(capacity, batch, n_out)
-        gate_buf = memory.new_empty(capacity, batch)
-        align_buf = memory.new_empty(capacity, batch, t_in)
-        n_steps = 0
+        mel_buf = memory.new_empty(capacity, batch, n_out)  # [steps, B, n_mel * r]
+        gate_buf = memory.new_empty(capacity, batch)  # [steps, B]
+        align_buf = memory.new_empty(capacity, batch, t_in)  # [steps, B, T_in]
+        running_buf = torch.empty(capacity, dtype=torch.bool, device=device)  # any running
+        n_steps = checked = 0
         while True:
             if n_steps == capacity:
                 capacity = min(max_decoder_steps, 2 * capacity)
-                mel_buf = _grow(mel_buf, capacity)
-                gate_buf = _grow(gate_buf, capacity)
-                align_buf = _grow(align_buf, capacity)
+                mel_buf, gate_buf = _grow(mel_buf, capacity), _grow(gate_buf, capacity)
+                align_buf, running_buf = _grow(align_buf, capacity), _grow(running_buf, capacity)
             prenet_out = self.prenet(frame, prenet_dropout)  # [B, P]
             frames, gate = self._step(
                 prenet_out, state, memory, processed_memory, mask, in_place_cumulative=True
@@ -352,12 +363,22 @@ class Decoder(nn.Module):
             mel_buf[n_steps] = frames
             gate_buf[n_steps] = gate.squeeze(1)
             align_buf[n_steps] = state[4]
-            n_steps += 1
             keep_going = torch.le(torch.sigmoid(gate), gate_threshold).to(torch.int32).squeeze(1)
             not_finished.mul_(keep_going)
             step_lengths.add_(not_finished)
-            if early_stopping and not bool(not_finished.any()):
-                break
+            n_steps += 1
+            if early_stopping:
+                if check_every == 1:
+                    if not bool(not_finished.any()):
+                        break
+                else:
+                    torch.any(not_finished, dim=0, out=running_buf[n_steps - 1])
+                    if n_steps % check_every == 0 or n_steps == max_decoder_steps:
+                        done = (~running_buf[checked:n_steps]).nonzero()
+                        if done.numel():
+                            n_steps = checked + int(done[0, 0]) + 1
+                            break
+                        checked = n_steps
             if n_steps == max_decoder_steps:
                 break
             frame = frames[:, n_out - self.n_mel_channels :]  # last frame of this step
@@ -424,6 +445,8 @@ class Tacotron2(nn.Module):
         self.gate_threshold: float = float(cfg["gate_threshold"])
         self.early_stopping: bool = not bool(cfg["decoder_no_early_stopping"])
         self.last_hit_max_steps: torch.Tensor = torch.zeros(0, dtype=torch.bool)
+        # Steps between host checks for "every gate fired"; None: 1 on CPU, 16 on accelerators.
+        self.stop_check_every: int | None = None
 
         n_symbols = int(cfg["n_symbols"])
         symbols_dim = int(cfg["symbols_embedding_dim"])
@@ -523,6 +546,11 @@ class Tacotron2(nn.Module):
         fired; frames past it are what the decoder computed and callers trim them.
         ``last_hit_max_steps`` (bool [B], input order) then says which items never fired.
         T is max(text_lengths). Nothing is printed or warned.
+
+        ``stop_check_every`` (None: 1 on CPU, 16 on other devices) sets how many steps pass
+        between host checks for "every gate fired". With 1 the random stream is consumed
+        exactly as DLE consumes it; with k > 1 up to k-1 extra steps are decoded and dropped
+        (same outputs, more dropout draws) in exchange for far fewer device syncs.
         """
         text_ids, lengths_cpu = self._check_inputs(text_ids, text_lengths)
         device = text_ids.device
@@ -533,7 +561,7 @@ class Tacotron2(nn.Module):
             lengths_cpu = lengths_cpu[order]
         max_steps = int(self.max_decoder_steps)
         if max_steps < 1:
-            raise TextError("max_decoder_steps must be at least 1")
+            raise SynthesisError("max_decoder_steps must be at least 1")
 
         embedded = self.embedding(text_ids).transpose(1, 2)  # [B, E_sym, T_in]
         memory = self.encoder(embedded, lengths_cpu)  # [B, T, E]
@@ -544,6 +572,7 @@ class Tacotron2(nn.Module):
             max_steps,
             float(self.gate_threshold),
             bool(self.early_stopping),
+            self._stop_check_interval(device),
         )
         mel_post = mel + self.postnet(mel)  # [B, n_mel, F]
         mel_lengths = step_lengths * self.n_frames_per_step
@@ -555,6 +584,11 @@ class Tacotron2(nn.Module):
             alignments, running = alignments[inverse], running[inverse]
         self.last_hit_max_steps = running
         return mel_post, mel_lengths, alignments
+
+    def _stop_check_interval(self, device: torch.device) -> int:
+        if self.stop_check_every is not None:
+            return max(1, int(self.stop_check_every))
+        return 1 if device.type == "cpu" else _ACCELERATOR_STOP_CHECK_EVERY
 
     def _check_inputs(
         self, text_ids: torch.Tensor, text_lengths: torch.Tensor
