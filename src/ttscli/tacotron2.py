@@ -502,7 +502,8 @@ class Tacotron2(nn.Module):
         (``prenet_dropout``) is on in every mode, drawn once on the [S+1, B, prenet_dim] stack.
 
         With ``mask_padding``, frames t >= output_lengths[b] are set to 0 in both mels and
-        steps s >= ceil(output_lengths[b] / r) to a gate logit of 1e3 (in place, as DLE).
+        steps s >= ceil(output_lengths[b] / r) to a gate logit of 1e3: DLE's values, but
+        filled out of place (not in place as DLE) so that backward through the postnet works.
         """
         text_ids, text_lengths, mel_targets, _max_len, output_lengths = inputs
         lengths_cpu = text_lengths.detach().cpu().long()
@@ -519,9 +520,9 @@ class Tacotron2(nn.Module):
             step_pad = _padding_mask(
                 torch.div(out_lengths + r - 1, r, rounding_mode="floor"), gates.shape[1]
             )
-            mel.masked_fill_(frame_pad.unsqueeze(1), 0.0)
-            mel_post.masked_fill_(frame_pad.unsqueeze(1), 0.0)
-            gates.masked_fill_(step_pad, _PADDED_GATE_LOGIT)
+            mel = mel.masked_fill(frame_pad.unsqueeze(1), 0.0)
+            mel_post = mel_post.masked_fill(frame_pad.unsqueeze(1), 0.0)
+            gates = gates.masked_fill(step_pad, _PADDED_GATE_LOGIT)
         return mel, mel_post, gates, alignments
 
     # -- inference ----------------------------------------------------------------------------
@@ -603,7 +604,7 @@ class Tacotron2(nn.Module):
         if int(lengths_cpu.max()) > text_ids.shape[1]:
             raise TextError("a text length exceeds the width of the id tensor")
         text_ids = text_ids.long()
-        low, high = int(text_ids.min()), int(text_ids.max())
+        low, high = torch.stack(torch.aminmax(text_ids)).tolist()  # one device sync
         if low < 0 or high >= self.embedding.num_embeddings:
             raise TextError(f"symbol ids must lie in [0, {self.embedding.num_embeddings})")
         return text_ids, lengths_cpu
