@@ -424,3 +424,35 @@ def test_deferred_stop_check_gives_identical_outputs(
     for exact, deferred in zip(results[::2], results[1::2], strict=True):
         for a, b in zip(exact, deferred, strict=True):
             assert torch.equal(a, b)
+
+
+def test_r3_stop_rule_from_gate_logits() -> None:
+    """mel_lengths = r * (steps before the gate first fired), derived from a free run's gates."""
+    r, max_steps = 3, 12
+    model = random_model(n_frames_per_step=r, max_decoder_steps=max_steps)
+    model.prenet_dropout = 0.0
+    ids, lengths = batch_of([7, 11, 4])
+    order = torch.tensor([1, 0, 2])  # longest first
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids[order]).transpose(1, 2), lengths[order])
+        _, gates, _, _, _ = model.decoder.infer(memory, lengths[order], 0.0, max_steps, 1.0, True)
+    probs = torch.sigmoid(gates)  # [B (sorted), max_steps]
+    values = probs.flatten().unique()
+    for q in (0.3, 0.6, 0.8, 0.95):
+        i = int(q * (values.numel() - 1))
+        threshold = float(values[i] + values[i + 1]) / 2
+        fired = probs > threshold
+        first = [int(row.nonzero()[0, 0]) if row.any() else None for row in fired]
+        all_fired = all(f is not None for f in first)
+        n_steps = max(f + 1 for f in first) if all_fired else max_steps
+        expected = torch.empty(3, dtype=torch.long)
+        expected_hit = torch.empty(3, dtype=torch.bool)
+        for sorted_row, item in enumerate(order.tolist()):
+            f = first[sorted_row]
+            expected[item] = r * (n_steps if f is None else f)
+            expected_hit[item] = f is None
+        model.gate_threshold = threshold
+        mel, mel_lengths, align = model.infer(ids, lengths)
+        assert mel.shape[2] == r * n_steps and align.shape[1] == n_steps
+        assert mel_lengths.tolist() == expected.tolist(), q
+        assert model.last_hit_max_steps.tolist() == expected_hit.tolist()
