@@ -345,6 +345,9 @@ class Synthesizer:
             n = int(mel_lengths[row]) * hop
             wave = audio[row, :n].float()
             steps = int(math.ceil(int(mel_lengths[row]) / self.frames_per_step))
+            if n == 0:
+                out.append((None, steps, True))  # the gate fired at once: no audio
+                continue
             if not bool(torch.isfinite(wave).all()):
                 wave = self._fp32_redo(piece)
             out.append((None if wave is None else wave.cpu().numpy(), steps, bool(hit_max[row])))
