@@ -1,0 +1,5 @@
+"""`python -m ttscli.cli`: the same as the `ttscli` command."""
+
+from . import main
+
+main()
