@@ -50,6 +50,6 @@ def normalize(text: str, show_ids: bool, as_json: bool, frontend: str) -> None:
 
 
 def _stdin_lines():
-    stream = click.get_binary_stream("stdin")
+    stream = sys.stdin.buffer
     for raw in iter(stream.readline, b""):
         yield raw.decode("utf-8", errors="replace").rstrip("\r\n")

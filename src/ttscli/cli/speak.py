@@ -58,7 +58,7 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
     if output and output != "-":
         _audio_format(output)
     if text == "-":
-        text = click.get_binary_stream("stdin").read().decode("utf-8", errors="replace")
+        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     synth = build_synthesizer(params)
     started = time.perf_counter()
     if raw:
@@ -71,7 +71,7 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
 
         buffer = io.BytesIO()
         soundfile.write(buffer, result.audio, result.sample_rate, format="WAV", subtype="PCM_16")
-        stdout = click.get_binary_stream("stdout")
+        stdout = sys.stdout.buffer
         stdout.write(buffer.getvalue())
         stdout.flush()
     else:
@@ -92,7 +92,7 @@ def _say_raw(synth, text: str) -> None:
 
     from ..segment import split_sentences
 
-    stdout = click.get_binary_stream("stdout")
+    stdout = sys.stdout.buffer
     sentences = split_sentences(text) or [text]
     pause = np.zeros(int(synth.pause_seconds * synth.voice.sample_rate), np.float32)
     failed = []
@@ -155,7 +155,7 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
     clean_leftovers(out_dir)
     ext = "." + audio_format
     if input_path == "-":
-        stream, path, idle = click.get_binary_stream("stdin"), None, 0.2
+        stream, path, idle = sys.stdin.buffer, None, 0.2
     else:
         stream, path, idle = open(input_path, "rb"), input_path, None  # noqa: SIM115
     synth = build_synthesizer(params)
