@@ -268,6 +268,26 @@ def test_number_patterns_match_like_nvidia(text):
         ]
 
 
+# ttscli checks cheaply whether any abbreviation or whitespace pass has work to do.
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["mrs", "Capt", "esq", "lt", "ST", "co", "maj", "ſt", "x", "a", "_", "1", "é"]
+            + list(". .\t\n\x1c\xa0")
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_cheap_prechecks_agree_with_the_regexes(text):
+    from ttscli.text import cleaners
+
+    any_pass = r"\b(?:mrs|mr|dr|st|co|jr|maj|gen|drs|rev|lt|hon|sgt|capt|esq|ltd|col|ft)\."
+    expected = re.search(any_pass, text, re.IGNORECASE) is not None
+    assert cleaners._may_hold_abbreviation(text) == expected
+    assert cleaners.collapse_whitespace(text) == re.sub(r"\s+", " ", text)
+
+
 def _fast(fn, limit_s: float = 3.0) -> None:
     started = time.perf_counter()
     fn()

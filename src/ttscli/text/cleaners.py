@@ -30,21 +30,51 @@ ABBREVIATIONS: tuple[tuple[str, str], ...] = (
 _ABBREVIATION_PASSES = tuple(
     (re.compile(rf"\b{abbr}\.", re.IGNORECASE), expansion) for abbr, expansion in ABBREVIATIONS
 )
-# If none of them matches the text, the passes change nothing (a pass only acts on a match).
 _ANY_ABBREVIATION = re.compile(
     r"\b(?:" + "|".join(abbr for abbr, _ in ABBREVIATIONS) + r")\.", re.IGNORECASE
 )
+_ABBREVIATION_SET = frozenset(abbr for abbr, _ in ABBREVIATIONS)
+_LONGEST_ABBREVIATION = max(len(abbr) for abbr in _ABBREVIATION_SET)
 _WHITESPACE = re.compile(r"\s+")
 _DIGIT = re.compile(r"[0-9]")
 
 
+def _may_hold_abbreviation(text: str) -> bool:
+    """Whether some pass of expand_abbreviations matches `text` (a fast scan of its periods).
+
+    A pass matches where a whole word (``\\w`` run) equal to its abbreviation, in any case, is
+    followed by ".". If no pass matches the text, none changes it.
+    """
+    if not text.isascii():  # Unicode case folding ("ſt." matches "st."): ask the regex
+        return _ANY_ABBREVIATION.search(text) is not None
+    dot = text.find(".")
+    while dot >= 0:
+        start = dot
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+            if dot - start > _LONGEST_ABBREVIATION:
+                break
+        else:
+            if text[start:dot].lower() in _ABBREVIATION_SET:
+                return True
+        dot = text.find(".", dot + 1)
+    return False
+
+
 def expand_abbreviations(text: str) -> str:
     """Expand the titles and abbreviations NVIDIA knows ("dr." -> "doctor"), pass by pass."""
-    if _ANY_ABBREVIATION.search(text) is None:
+    if not _may_hold_abbreviation(text):
         return text
     for pattern, expansion in _ABBREVIATION_PASSES:
         text = pattern.sub(expansion, text)
     return text
+
+
+def collapse_whitespace(text: str) -> str:
+    """Replace each run of whitespace with one space (leading and trailing runs too)."""
+    if text.isprintable() and "  " not in text:  # " " is the only printable whitespace
+        return text
+    return _WHITESPACE.sub(" ", text)
 
 
 def english_cleaners(text: str, frontend: str = "dle") -> str:
@@ -54,5 +84,4 @@ def english_cleaners(text: str, frontend: str = "dle") -> str:
         from .numbers import normalize_numbers
 
         text = normalize_numbers(text)
-    text = expand_abbreviations(text)
-    return _WHITESPACE.sub(" ", text)
+    return collapse_whitespace(expand_abbreviations(text))
