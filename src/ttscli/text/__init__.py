@@ -16,7 +16,7 @@ newline that follows a ``{...}`` group is dropped; ``_`` is read as id 0 (the pa
 CPython 3.11/3.12 (``keep_underscore=False`` drops it as other versions do); ``1,5`` reads
 "fifteen"; ``2st`` reads "second".
 
-Where NVIDIA differs, and why:
+Where this differs from NVIDIA's code (nowhere in the ids of a text NVIDIA can read):
 
 - No crashes. ``$`` amounts with a stray comma (``$,5``, ``$1,.5``, ``$.,5``) ignore the comma:
   "five dollars", "one dollar, five cents", "five cents". Numbers of 10^36 or more (37+ digits
@@ -28,7 +28,8 @@ Where NVIDIA differs, and why:
 - Any ``str`` is accepted: control characters (NUL included) are dropped, except whitespace
   (``\\t\\n\\r\\v\\f``, ``\\x1c``-``\\x1f``), which becomes a space; lone surrogates are deleted.
 - Linear time: the ARPAbet split is a scan instead of NVIDIA's quadratic regex loop, and the
-  number patterns skip retries inside digit runs, so a 1 MB line takes about a second.
+  number patterns skip retries inside digit runs, so a 1 MB line takes about a second. Each
+  distinct number costs inflect about 0.15 ms once (results are cached).
 - Nothing heavy at import: inflect is imported on the first digit, Unidecode on the first
   non-ASCII text with ``frontend="original"``, the DLE table on the first non-ASCII character.
 """
