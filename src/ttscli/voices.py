@@ -241,10 +241,10 @@ def load_voice(
     waveglow_path: str | Path | None = None,
 ) -> Voice:
     """Assemble a voice: explicit checkpoints, a voice folder, or a known voice name."""
-    from .checkpoints import load_tacotron2
-
     waveglow_path = Path(waveglow_path) if waveglow_path else None
     if tacotron2_path:
+        from .checkpoints import load_tacotron2
+
         if waveglow_path is None and not name:
             raise VoiceError("--tacotron2 needs --waveglow too (or --voice for its vocoder)")
         if waveglow_path is None:
@@ -273,7 +273,7 @@ def load_voice(
             found["waveglow"] = waveglow_path
         if not all(found.values()):
             raise VoiceError(missing_nvidia_message(voice))
-        from .checkpoints import load_waveglow
+        from .checkpoints import load_tacotron2, load_waveglow
         from .vocoders import WaveGlowVocoder
 
         return Voice(

@@ -1,0 +1,113 @@
+"""Voice discovery: search order, torch.hub's cache, `ttscli voices`, voice folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ttscli.cli import cli
+from ttscli.errors import VoiceError
+from ttscli.voices import (
+    NVIDIA_VOICES,
+    default_voice_name,
+    list_voices,
+    load_voice,
+    torch_hub_checkpoints,
+    ttscli_home,
+)
+
+FP32 = NVIDIA_VOICES["nvidia-ljspeech"]
+
+
+def put_files(folder: Path, voice=FP32, size=10):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in voice.files.values():
+        (folder / name).write_bytes(b"x" * size)
+
+
+def by_name(infos):
+    return {i.name: i for i in infos}
+
+
+def test_paths_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TTSCLI_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "t"))
+    assert ttscli_home() == tmp_path / "h"
+    assert torch_hub_checkpoints() == tmp_path / "t" / "checkpoints"  # not hub/checkpoints
+    monkeypatch.delenv("TTSCLI_HOME")
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert ttscli_home() == tmp_path / "x" / "ttscli"
+    assert torch_hub_checkpoints() == tmp_path / "x" / "torch" / "checkpoints"
+
+
+def test_nothing_installed_lists_nvidia_as_downloadable():
+    infos = by_name(list_voices())
+    assert infos["nvidia-ljspeech"].status == "downloadable"
+    assert infos["nvidia-ljspeech-fp16"].status == "downloadable"
+    assert "ttscli-en" in infos
+
+
+def test_files_left_by_the_torch_hub_snippet_are_found():
+    put_files(torch_hub_checkpoints(), size=123)
+    info = by_name(list_voices())["nvidia-ljspeech"]
+    assert info.status == "installed"
+    assert info.location == str(torch_hub_checkpoints())
+    assert info.size_bytes == 246
+    assert default_voice_name() == "nvidia-ljspeech"
+
+
+def test_ttscli_home_comes_before_the_torch_hub_cache():
+    put_files(torch_hub_checkpoints())
+    put_files(ttscli_home())
+    assert by_name(list_voices())["nvidia-ljspeech"].location == str(ttscli_home())
+
+
+def test_one_file_of_a_pair_is_not_installed():
+    folder = ttscli_home()
+    folder.mkdir(parents=True)
+    (folder / FP32.files["tacotron2"]).write_bytes(b"x")
+    assert by_name(list_voices())["nvidia-ljspeech"].status == "downloadable"
+    with pytest.raises(VoiceError) as exc:
+        load_voice("nvidia-ljspeech")
+    message = str(exc.value)
+    assert "ttscli download nvidia-ljspeech" in message
+    assert FP32.files["waveglow"] in message and str(ttscli_home()) in message
+
+
+def test_voices_json_has_the_documented_keys():
+    put_files(torch_hub_checkpoints(), NVIDIA_VOICES["nvidia-ljspeech-fp16"])
+    result = CliRunner().invoke(cli, ["voices", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    for row in rows:
+        assert set(row) == {"name", "kind", "precision", "status", "location", "size_bytes"}
+    fp16 = next(r for r in rows if r["name"] == "nvidia-ljspeech-fp16")
+    assert fp16["status"] == "installed" and fp16["precision"] == "fp16"
+
+
+def test_voices_table_lists_every_voice():
+    result = CliRunner().invoke(cli, ["voices"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "PRECISION", "STATUS", "SIZE", "LOCATION"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert names[:2] == ["nvidia-ljspeech", "nvidia-ljspeech-fp16"] and "ttscli-en" in names
+
+
+def test_unknown_voice_name_is_a_voice_error():
+    with pytest.raises(VoiceError, match="unknown voice 'nope'"):
+        load_voice("nope")
+
+
+def test_user_voice_folders_in_ttscli_home_are_listed(tmp_path):
+    folder = ttscli_home() / "voices" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "voice.json").write_text(json.dumps({"name": "mine", "vocoder": "griffin-lim"}))
+    info = by_name(list_voices())["mine"]
+    assert info.kind == "folder" and info.status == "missing"  # no tacotron2.pt yet
+    assert os.path.samefile(info.location, folder)
