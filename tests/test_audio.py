@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 import pathlib
+import time
 
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from ttscli import audio
-from ttscli.audio import STFT, mel_filterbank, mel_spectrogram
+from ttscli.audio import STFT, GriffinLim, griffin_lim, mel_filterbank, mel_spectrogram
 from ttscli.errors import SynthesisError
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -186,3 +188,84 @@ def test_silence_is_at_the_floor_and_batches_are_independent():
     # the batched GEMM may round differently; compare linear mels (log magnifies tiny values)
     torch.testing.assert_close(both[1].exp(), single.exp(), rtol=1e-4, atol=1e-6)
     assert mel_spectrogram(torch.stack([a, b]).double()).dtype == torch.float32
+
+
+# --- Griffin-Lim -----------------------------------------------------------------------------
+
+
+def _voiced(seconds: float, f0_hz: float, seed: int) -> torch.Tensor:
+    """A vowel-like test signal: 14 harmonics with vibrato, a slow envelope and a little noise."""
+    t = torch.arange(int(seconds * 22050), dtype=torch.float64) / 22050
+    f0 = f0_hz * (1 + 0.05 * torch.sin(2 * math.pi * 3 * t))
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / 22050
+    signal = sum((0.3 / k) * torch.sin(k * phase) for k in range(1, 15))
+    envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 1.5 * t)
+    noise = torch.randn(t.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (signal * envelope + 0.01 * noise).float()
+
+
+def _mel_error(log_mel: torch.Tensor, audio: torch.Tensor) -> float:
+    """Mean |log-mel difference| over the bins of log_mel above -9 (ignoring near-silence)."""
+    rebuilt = mel_spectrogram(audio)[:, :, : log_mel.size(2)]
+    mask = log_mel > -9
+    return float((rebuilt - log_mel)[mask].abs().mean())
+
+
+@pytest.fixture(scope="module")
+def voiced_mels():
+    audio = torch.stack([_voiced(1.5, 120, 0), _voiced(1.5, 210, 1)])
+    return mel_spectrogram(audio)[:, :, :-1]  # frames·256 = samples, as Tacotron 2's mels
+
+
+def test_griffin_lim_mel_converges_towards_the_input(voiced_mels):
+    errors = {n: _mel_error(voiced_mels, griffin_lim(voiced_mels, n_iter=n)) for n in (0, 4, 32)}
+    # random phase alone is far off; iterations bring the rebuilt mel close to the input
+    assert errors[0] > 0.5
+    assert errors[32] < errors[4] < errors[0]
+    assert errors[32] < 0.21
+
+
+def test_griffin_lim_shapes_determinism_and_batching(voiced_mels):
+    state = torch.get_rng_state()
+    audio = griffin_lim(voiced_mels, n_iter=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is not used
+    assert audio.shape == (2, voiced_mels.size(2) * 256)
+    assert audio.dtype == torch.float32
+    assert torch.isfinite(audio).all()
+    assert torch.equal(audio, griffin_lim(voiced_mels, n_iter=3))
+    # each item's audio does not depend on the rest of the batch
+    assert torch.equal(audio[1:], griffin_lim(voiced_mels[1:], n_iter=3))
+    # a different seed starts from a different phase
+    assert not torch.equal(audio, GriffinLim(n_iter=3, seed=1)(voiced_mels))
+    # classic Griffin-Lim (no momentum) also converges, more slowly
+    plain = _mel_error(voiced_mels, GriffinLim(n_iter=8, momentum=0.0)(voiced_mels))
+    fast = _mel_error(voiced_mels, GriffinLim(n_iter=8, momentum=0.99)(voiced_mels))
+    assert fast < plain < 0.5
+
+
+def test_griffin_lim_edge_cases():
+    assert griffin_lim(torch.zeros(2, 80, 0)).shape == (2, 0)
+    silence = griffin_lim(torch.full((1, 80, 3), math.log(1e-5)), n_iter=2)
+    assert silence.shape == (1, 768)
+    assert silence.abs().max() < 1e-3
+    with pytest.raises(SynthesisError):
+        griffin_lim(torch.zeros(80, 10))
+    with pytest.raises(SynthesisError):
+        GriffinLim(momentum=1.0)
+
+
+@pytest.mark.slow
+def test_griffin_lim_speed():
+    """32 iterations on eight 3-8 s utterances, 2 threads: well over 30x real time."""
+    torch.set_num_threads(2)
+    audio = [
+        _voiced(seconds, 100 + 15 * i, i) for i, seconds in enumerate([3, 5, 8, 4, 6, 3.5, 7, 5.5])
+    ]
+    samples = max(len(a) for a in audio) // 256 * 256
+    batch = torch.stack([F.pad(a, (0, samples - len(a)))[:samples] for a in audio])
+    log_mel = mel_spectrogram(batch)[:, :, :-1]
+    griffin_lim(log_mel[:1, :, :50], n_iter=2)  # warm-up
+    started = time.perf_counter()
+    out = griffin_lim(log_mel, n_iter=32)
+    x_real_time = out.numel() / 22050 / (time.perf_counter() - started)
+    assert x_real_time > 30, x_real_time
