@@ -592,3 +592,103 @@ def test_fold_weight_norm_matches_definition() -> None:
     close(folded["WN.1.start.weight"], g * v / v.norm(dim=(1, 2), keepdim=True))
     assert not any(k.endswith(("weight_g", "weight_v")) for k in folded)
     assert list(folded).index("WN.1.start.weight") == list(folded).index("WN.1.start.bias") + 1
+
+
+# -- WaveGlow ---------------------------------------------------------------------------------------
+def test_dle_waveglow_matches_reference() -> None:
+    fix = load("waveglow_infer.pt")
+    model = load_waveglow(WAVEGLOW_DLE)
+    assert not model.training
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in model.state_dict())
+    assert list(model.state_dict()) == fix["remove_weightnorm_state_dict_keys"]
+    close(model.infer(fix["mel"], sigma=fix["sigma"]), fix["audio_after_remove_weightnorm"])
+    seeded = fix["seeded"]
+    torch.manual_seed(seeded["torch_manual_seed"])
+    close(model.infer(fix["mel"], sigma=seeded["sigma"]), seeded["audio_after_remove_weightnorm"])
+
+
+def test_original_waveglow_pickle_matches_reference() -> None:
+    expected = load("waveglow_orig_expected.pt")
+    info = inspect_checkpoint(WAVEGLOW_ORIG)
+    assert info["format"] == "waveglow-original-pickle" and info["layout"] == "C"
+    assert not info["safe"] and info["needs_conversion"]
+    assert info["config"] == expected["config"]
+    model = load_waveglow(WAVEGLOW_ORIG)
+    assert model.config == expected["config"]
+    audio = model.infer(expected["mel"], sigma=expected["sigma"])
+    close(audio, expected["audio_after_remove_weightnorm"])
+    close(audio, expected["dle_infer_after_key_conversion"])
+
+
+def test_waveglow_round_trip_is_exact(tmp_path: Path) -> None:
+    fix = load("waveglow_infer.pt")
+    for source in (WAVEGLOW_DLE, WAVEGLOW_ORIG):
+        model = load_waveglow(source)
+        path = tmp_path / f"wg_{source.stem}.pt"
+        save_waveglow(model, path, metadata={"converted_from": source.name})
+        raw = torch.load(path, weights_only=True)
+        assert raw["kind"] == "waveglow" and raw["weight_norm_removed"] is True
+        assert raw["config"] == model.config
+        again = load_waveglow(path)
+        info = inspect_checkpoint(path)
+        assert info["format"] == "ttscli" and info["safe"] and not info["weight_norm"]
+        mel = fix["mel"]  # both models take 8 mel channels
+        assert torch.equal(again.infer(mel, sigma=0.0), model.infer(mel, sigma=0.0))
+
+
+def test_saving_a_weight_normed_waveglow_folds_it(tmp_path: Path) -> None:
+    from ttscli.waveglow import WaveGlow
+
+    config = load("waveglow_dle_checkpoint.pt")["config"]
+    model = WaveGlow(**config)
+    model.load_state_dict(dle_waveglow_state_dict())  # weight norm still on
+    save_waveglow(model, path := tmp_path / "wg.pt")
+    assert any(k.endswith("weight_g") for k in model.state_dict())  # the model is unchanged
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in saved)
+    fix = load("waveglow_infer.pt")
+    with torch.no_grad():
+        close(model.infer(fix["mel"], sigma=0.0), fix["audio_with_weightnorm"])
+    close(load_waveglow(path).infer(fix["mel"], sigma=0.0), fix["audio_after_remove_weightnorm"])
+
+
+def test_waveglow_half_file_and_bfloat16_inference(tmp_path: Path) -> None:
+    fix = load("waveglow_infer.pt")
+    reference = fix["audio_after_remove_weightnorm"]
+    path = tmp_path / "wg_half.pt"
+    save_waveglow(load_waveglow(WAVEGLOW_DLE), path, half=True)
+    assert inspect_checkpoint(path)["dtypes"] == ["float16"]
+    from_half = load_waveglow(path)  # fp16 weights, computed in float32
+    assert from_half.upsample.weight.dtype == torch.float32
+    scale = reference.abs().max()
+    assert (from_half.infer(fix["mel"], sigma=0.0) - reference).abs().max() < 0.02 * scale
+    bf16 = load_waveglow(WAVEGLOW_DLE, dtype=torch.bfloat16)
+    assert bf16.upsample.weight.dtype == torch.bfloat16
+    audio = bf16.infer(fix["mel"].to(torch.bfloat16), sigma=0.0)
+    assert audio.dtype == torch.bfloat16 and torch.isfinite(audio).all()
+    error = (audio.float() - reference).abs().max()
+    assert error < 0.05 * scale, float(error / scale)  # measured 1.3%
+
+
+def test_2019_dle_layout_legacy_file_and_bare_waveglow_state_dict(tmp_path: Path) -> None:
+    ckpt = load("waveglow_dle_checkpoint.pt")
+    old = {"epoch": 1, "config": ckpt["config"], "state_dict": ckpt["state_dict"]}
+    torch.save(old, legacy := tmp_path / "wg_2019.pt", _use_new_zipfile_serialization=False)
+    torch.save(dle_waveglow_state_dict(), bare := tmp_path / "wg_bare.pt")
+    fix = load("waveglow_infer.pt")
+    for path, fmt in ((legacy, "dle"), (bare, "state-dict")):
+        info = inspect_checkpoint(path)
+        assert info["format"] == fmt and info["safe"] and info["weight_norm"]
+        assert info["config"] == ckpt["config"]  # the bare one's is inferred from shapes
+        close(
+            load_waveglow(path).infer(fix["mel"], sigma=0.0), fix["audio_after_remove_weightnorm"]
+        )
+
+
+def test_fold_weight_norm_of_half_tensors_uses_float32() -> None:
+    sd = dle_waveglow_state_dict()
+    half = {k: v.half() for k, v in sd.items()}
+    folded = fold_weight_norm(half)["WN.0.in_layers.1.weight"]
+    assert folded.dtype == torch.float32
+    g, v = half["WN.0.in_layers.1.weight_g"].float(), half["WN.0.in_layers.1.weight_v"].float()
+    assert torch.equal(folded, torch._weight_norm(v, g, 0))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,9 @@ def _read(path: _PathLike) -> tuple[Any, bool, Path]:
     """The saved object and whether it came through torch.load(weights_only=True)."""
     p = _check_path(path)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True), True, p
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": failures are reported below
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(p, map_location="cpu", weights_only=True), True, p
     except Exception as exc:  # refused or unreadable: the restricted reader says which
         torch_error = exc
     try:
