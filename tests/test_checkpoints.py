@@ -520,6 +520,9 @@ def test_device_and_dtype_arguments() -> None:
         load_tacotron2(TACOTRON2_DLE, dtype=torch.int32)
     with pytest.raises(CheckpointError):
         load_tacotron2(TACOTRON2_DLE, device="no-such-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match="cuda"):
+            load_waveglow(WAVEGLOW_DLE, device="cuda")
 
 
 # -- WaveGlow key mappings ---------------------------------------------------------------------
@@ -692,3 +695,23 @@ def test_fold_weight_norm_of_half_tensors_uses_float32() -> None:
     assert folded.dtype == torch.float32
     g, v = half["WN.0.in_layers.1.weight_g"].float(), half["WN.0.in_layers.1.weight_v"].float()
     assert torch.equal(folded, torch._weight_norm(v, g, 0))
+
+
+@pytest.mark.cuda
+def test_cuda_loading_from_cuda_tagged_files() -> None:
+    fix = load("waveglow_infer.pt")
+    reference = fix["audio_after_remove_weightnorm"]
+    waveglow = load_waveglow(WAVEGLOW_DLE, device="cuda")
+    assert waveglow.upsample.weight.device.type == "cuda"
+    audio = waveglow.infer(fix["mel"].to("cuda"), sigma=0.0).cpu()
+    torch.testing.assert_close(audio, reference, rtol=1e-3, atol=1e-4)
+    half = load_waveglow(WAVEGLOW_DLE, device=torch.device("cuda"), dtype=torch.float16)
+    audio = half.infer(fix["mel"].to("cuda", torch.float16), sigma=0.0).float().cpu()
+    assert (audio - reference).abs().max() < 0.02 * reference.abs().max()
+    case = load("tacotron2_infer.pt")["cases"]["fixed_steps"]
+    model = load_tacotron2(TACOTRON2_DLE, device="cuda")
+    model.prenet_dropout, model.gate_threshold = 0.0, case["gate_threshold"]
+    with torch.no_grad():
+        mel, lengths, _ = model.infer(case["text_padded"].cuda(), case["input_lengths"].cuda())
+    assert lengths.cpu().tolist() == case["mel_lengths"].tolist()
+    torch.testing.assert_close(mel.cpu(), case["mel_outputs_postnet"], rtol=1e-3, atol=1e-4)

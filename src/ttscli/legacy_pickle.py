@@ -42,6 +42,7 @@ __all__ = [
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 _MAX_MODULE_DEPTH = 64
+_MAX_DEFLATE_RATIO = 1100  # deflate cannot expand data more than about 1032 times
 
 # Storage classes (only ever used as dtype markers inside persistent ids).
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
@@ -360,6 +361,9 @@ def _read_zip(path: Path) -> Any:
                 raise CheckpointError(
                     f"archive entry {name} holds {info.file_size} bytes, expected {nbytes}"
                 )
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if nbytes > (1 if stored else _MAX_DEFLATE_RATIO) * max(info.compress_size, 1):
+                raise CheckpointError(f"archive entry {name} claims more bytes than it holds")
             flat = torch.empty(numel, dtype=dtype)
             if nbytes:
                 with archive.open(info) as entry:
