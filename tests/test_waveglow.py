@@ -288,8 +288,17 @@ def test_bfloat16_full_size_snr():
     assert _snr_db(reference, audio) >= 30
 
 
+@pytest.fixture
+def no_tf32():
+    """Full float32 convolutions and matmuls on CUDA (TF32 would miss the 1e-4 tolerance)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.cuda
-def test_float16_cuda_matches_float32(infer_case):
+def test_float16_cuda_matches_float32(infer_case, no_tf32):
     model = _load_waveglow(True)
     mel = infer_case["mel"]
     reference = model.infer(mel, sigma=0.0)
@@ -306,7 +315,7 @@ def test_float16_cuda_matches_float32(infer_case):
 
 
 @pytest.mark.cuda
-def test_denoiser_cuda_float32_matches_reference(infer_case, denoiser_case):
+def test_denoiser_cuda_float32_matches_reference(denoiser_case, no_tf32):
     model = _load_waveglow(True).to("cuda")
     denoiser = Denoiser(model)
     _close(denoiser.bias_spec.cpu(), denoiser_case["bias_spec"])

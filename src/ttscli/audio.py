@@ -300,8 +300,8 @@ def mel_filterbank(
 
 
 @functools.lru_cache(maxsize=4)
-def _mel_stft(filter_length: int, hop_length: int, win_length: int) -> STFT:
-    return STFT(filter_length, hop_length, win_length)
+def _mel_stft(filter_length: int, hop_length: int, win_length: int, device: str) -> STFT:
+    return STFT(filter_length, hop_length, win_length).to(device)
 
 
 def mel_spectrogram(
@@ -326,9 +326,7 @@ def mel_spectrogram(
     if audio.dim() != 2:
         raise SynthesisError(f"expected audio [batch, samples], got {tuple(audio.shape)}")
     audio = audio.float()
-    stft = _mel_stft(filter_length, hop_length, win_length)
-    if audio.device != stft.forward_basis.device:
-        stft = STFT(filter_length, hop_length, win_length).to(audio.device)
+    stft = _mel_stft(filter_length, hop_length, win_length, str(audio.device))
     magnitude = stft.magnitude(audio)  # [B, n_freqs, frames]
     basis = mel_filterbank(sample_rate, filter_length, n_mels, fmin, fmax).to(audio.device)
     mel = torch.matmul(basis, magnitude)  # [B, n_mels, frames]
