@@ -63,7 +63,7 @@ def _padded_window64(win_length: int, filter_length: int) -> np.ndarray:
     """The Hann window centred in filter_length samples (librosa's pad_center)."""
     window = _hann64(win_length)
     if win_length > filter_length:
-        raise ValueError(f"win_length {win_length} exceeds filter_length {filter_length}")
+        raise SynthesisError(f"win_length {win_length} exceeds filter_length {filter_length}")
     left = (filter_length - win_length) // 2
     return np.pad(window, (left, filter_length - win_length - left))
 

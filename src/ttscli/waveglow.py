@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ttscli.audio import STFT
-from ttscli.errors import SynthesisError, TTSError
+from ttscli.errors import CheckpointError, SynthesisError, TTSError
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -172,9 +172,9 @@ class WN(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"WN kernel_size must be odd, got {kernel_size}")
+            raise CheckpointError(f"WN kernel_size must be odd, got {kernel_size}")
         if n_channels % 2 != 0:
-            raise ValueError(f"WN n_channels must be even, got {n_channels}")
+            raise CheckpointError(f"WN n_channels must be even, got {n_channels}")
         self.n_layers = n_layers
         self.n_channels = n_channels
         # registration order gives DLE's key order: in_layers, res_skip_layers, cond_layers,
@@ -239,7 +239,7 @@ class WaveGlow(nn.Module):
     ) -> None:
         super().__init__()
         if n_group % 2 != 0:
-            raise ValueError(f"n_group must be even, got {n_group}")
+            raise CheckpointError(f"n_group must be even, got {n_group}")
         self._config = {
             "n_mel_channels": n_mel_channels,
             "n_flows": n_flows,
