@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run install install-test test test-slow lint format bench voice voice-eval clean
+.PHONY: run install install-test test test-slow lint format bench voice voice-deps voice-eval clean
 
 run: install ## install, then speak "hello world" to hello.wav
 	$(VENV)/bin/ttscli say "hello world" -o hello.wav
@@ -46,6 +46,23 @@ format: install-test
 
 bench: install ## measure and print a table + one JSON line
 	$(PY) -m benchmarks $(if $(REF),--ref $(REF),)
+
+VOICE_MINUTES ?= 30
+
+# The embedded voice: festival's HTS voice as teacher (Debian packages, installed when missing).
+voice-deps: install
+	command -v festival >/dev/null || { apt-get update -qq && apt-get install -y -qq festival festvox-us-slt-hts; } \
+		|| { sudo apt-get update -qq && sudo apt-get install -y -qq festival festvox-us-slt-hts; }
+	$(PIP) install -q -e ".[train]"
+
+voice: voice-deps ## render the corpus (cached), train VOICE_MINUTES more (resumes), export
+	$(PY) -m ttscli.training render
+	$(PY) -m ttscli.training train --minutes $(VOICE_MINUTES)
+	$(PY) -m ttscli.training export
+
+voice-eval: voice-deps ## quality figures of the shipped voice on held-out test lines
+	$(PY) -m ttscli.training render
+	$(PY) -m ttscli.training eval
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

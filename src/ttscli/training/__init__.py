@@ -1,0 +1,1 @@
+"""Training the embedded voice: teacher corpus, Tacotron2 training, evaluation, export."""

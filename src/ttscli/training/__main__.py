@@ -1,0 +1,62 @@
+"""`python -m ttscli.training {render,train,export,eval}`: the embedded voice's recipe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def _subset(rows, n, min_chars=20, max_chars=130, seed=0):
+    rows = [r for r in rows if min_chars <= len(r[1]) <= max_chars]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ttscli.training")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of LJSpeech transcripts")
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="render the teacher corpus (cached)")
+    render.add_argument("--train-lines", type=int, default=1600)
+    render.add_argument("--test-lines", type=int, default=60)
+    train = sub.add_parser("train", help="train (resumes from the cache)")
+    train.add_argument("--minutes", type=float, default=30.0)
+    train.add_argument("--threads", type=int, default=2)
+    export = sub.add_parser("export", help="write the voice into the package")
+    export.add_argument("--out", type=Path, default=None)
+    evaluate = sub.add_parser("eval", help="quality figures on held-out lines")
+    evaluate.add_argument("--lines", type=int, default=60)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from . import corpus
+
+    if args.command == "render":
+        train_rows = _subset(
+            corpus.read_transcripts(args.data / "ljspeech_train.txt"), args.train_lines
+        )
+        val_rows = corpus.read_transcripts(args.data / "ljspeech_val.txt")[:40]
+        test_rows = corpus.read_transcripts(args.data / "ljspeech_test.txt")[: args.test_lines]
+        for name, rows in (("val", val_rows), ("train", train_rows), ("test", test_rows)):
+            logging.info("rendering %s: %d lines", name, len(rows))
+            logging.info("-> %s", corpus.build_split(name, rows))
+    elif args.command == "train":
+        from .train import train as run_training
+
+        run_training(minutes=args.minutes, threads=args.threads)
+    elif args.command == "export":
+        from .export import export
+
+        export(args.out)
+    elif args.command == "eval":
+        from .evaluate import evaluate
+
+        evaluate(args.lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The embedded voice's training pieces: guided attention, collation, a learning step, export."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from ttscli.training.corpus import trim_silence
+from ttscli.training.train import (
+    collate,
+    guided_attention_loss,
+    guided_attention_weights,
+    losses,
+)
+
+
+def test_guided_attention_weights_are_zero_on_the_diagonal_and_grow_off_it():
+    w = guided_attention_weights(10, 20)
+    assert w.shape == (10, 20)
+    for s in range(10):
+        assert float(w[s, 2 * s]) == pytest.approx(0.0, abs=1e-6)
+    expected = 1 - math.exp(-((15 / 20 - 0 / 10) ** 2) / (2 * 0.2**2))
+    assert float(w[0, 15]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_guided_attention_loss_prefers_diagonal_alignments():
+    S, N = 12, 12
+    diagonal = torch.eye(S, N)[None]
+    flat = torch.full((1, S, N), 1.0 / N)
+    lengths_n, lengths_s = torch.tensor([N]), torch.tensor([S])
+    assert guided_attention_loss(diagonal, lengths_n, lengths_s) < 0.01
+    assert guided_attention_loss(flat, lengths_n, lengths_s) > 0.3
+
+
+def test_collate_pads_mels_to_a_multiple_of_r():
+    items = [(torch.tensor([1, 2, 3]), torch.ones(80, 7)), (torch.tensor([4]), torch.ones(80, 2))]
+    ids, text_lengths, mels, mel_lengths = collate(items, r=3)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert mels.shape == (2, 80, 9) and mel_lengths.tolist() == [7, 2]
+    assert float(mels[1, :, 2:].abs().sum()) == 0.0
+
+
+def test_a_few_steps_on_one_batch_lower_the_loss():
+    from ttscli.tacotron2 import Tacotron2
+
+    torch.manual_seed(0)
+    config = dict(
+        mask_padding=True, symbols_embedding_dim=16, encoder_embedding_dim=16,
+        encoder_n_convolutions=1, attention_rnn_dim=16, attention_dim=8,
+        attention_location_n_filters=4, attention_location_kernel_size=5,
+        n_frames_per_step=3, decoder_rnn_dim=16, prenet_dim=8, postnet_embedding_dim=16,
+        postnet_n_convolutions=2,
+    )  # fmt: skip
+    model = Tacotron2(**config)
+    model.prenet_dropout = 0.0
+    rng = random.Random(0)
+    items = [
+        (torch.tensor([rng.randrange(38, 64) for _ in range(n)]), torch.randn(80, 4 * n) - 5)
+        for n in (6, 9, 5)
+    ]
+    batch = collate(items, r=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        mel_loss, gate_loss, attn_loss, _, _ = losses(model, batch)
+        loss = mel_loss + gate_loss + attn_loss
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+
+
+def test_trim_silence_cuts_quiet_edges():
+    import numpy as np
+
+    tone = np.sin(np.arange(22050) * 0.1).astype(np.float32)
+    audio = np.concatenate([np.zeros(11025, np.float32), tone, np.zeros(22050, np.float32)])
+    trimmed = trim_silence(audio)
+    assert 22050 <= len(trimmed) <= 22050 + 4 * 256
