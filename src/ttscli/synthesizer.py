@@ -128,8 +128,21 @@ def resolve_precision(name: str | None, device: torch.device) -> tuple[torch.dty
             raise SynthesisError("fp16 needs a CUDA GPU; on the CPU use --precision bf16")
         return torch.float16, torch.float16
     if name == "bf16":
+        if device.type == "cpu" and not cpu_has_fast_bf16():
+            log.warning(
+                "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 will be much slower "
+                "than fp32 here"
+            )
         return torch.float32, torch.bfloat16
     return torch.float32, torch.float32
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class Synthesizer:
