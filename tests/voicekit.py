@@ -82,7 +82,7 @@ def write_voice(folder: Path, vocoder: str = "griffin-lim", steps: int | None = 
         "griffin_lim": {"n_iter": 4, "momentum": 0.99},
         "sigma": 0.0,
         "denoiser_strength": 0.0,
-        "max_decoder_steps": 60,
+        "max_decoder_steps": 400,
         "gate_threshold": 0.5,
         "prenet_dropout": 0.0,
         "batch_size": 4,

@@ -1,0 +1,120 @@
+"""The command line: exit codes, files and messages, run through Click's CliRunner."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import soundfile
+from click.testing import CliRunner
+from voicekit import write_voice
+
+from ttscli import __version__
+from ttscli.cli import cli
+
+
+@pytest.fixture(scope="module")
+def voice_dir(tmp_path_factory):
+    return write_voice(tmp_path_factory.mktemp("voice") / "tiny")
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_version_and_help():
+    assert run("--version").output.strip() == f"ttscli, version {__version__}"
+    for flag in ("-h", "--help"):
+        result = run(flag)
+        assert result.exit_code == 0
+        for command in ("say", "batch", "normalize", "voices", "download", "convert", "info"):
+            assert command in result.output
+    for command in ("say", "batch", "normalize", "voices", "download", "convert", "info"):
+        result = run(command, "-h")
+        assert result.exit_code == 0 and "Examples:" in result.output, command
+
+
+def test_unknown_option_is_a_usage_error():
+    result = run("say", "hi", "--bogus")
+    assert result.exit_code == 2 and "No such option" in result.output
+
+
+def test_normalize_prints_nvidia_reading():
+    result = run("normalize", "Dr. Smith paid $3.50 on the 2nd of May, 1984.")
+    assert result.exit_code == 0
+    assert result.output == (
+        "doctor smith paid three dollars, fifty cents on the second of may, nineteen eighty-four.\n"
+    )
+
+
+def test_normalize_ids_and_json_and_stdin():
+    assert run("normalize", "--ids", "hi!").output == "45 46 2\n"
+    result = run("normalize", "--json", "-", input="Mr. X\n2nd\n")
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["cleaned"] for r in rows] == ["mister x", "second"]
+    assert rows[0]["ids"][:6] == [50, 46, 56, 57, 42, 55]  # m i s t e r
+
+
+def test_say_writes_a_wav(voice_dir, tmp_path):
+    out = tmp_path / "hello.wav"
+    result = run("say", "hello world", "-o", out, "--voice", voice_dir)
+    assert result.exit_code == 0, result.output
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and len(audio) == 20 * 256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.wav"]
+
+
+def test_say_flac_and_stdout_and_raw(voice_dir, tmp_path):
+    assert run("say", "hi", "-o", tmp_path / "a.flac", "--voice", voice_dir).exit_code == 0
+    assert soundfile.info(str(tmp_path / "a.flac")).format == "FLAC"
+    result = CliRunner().invoke(cli, ["say", "hi", "-o", "-", "--voice", str(voice_dir)])
+    audio, rate = soundfile.read(io.BytesIO(result.stdout_bytes))
+    assert result.exit_code == 0 and rate == 22050 and len(audio) == 20 * 256
+    result = CliRunner().invoke(
+        cli, ["say", "One. Two.", "--raw", "--pause", "0.1", "--voice", str(voice_dir)]
+    )
+    assert result.exit_code == 0
+    assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["say", "hi"], 2, "-o FILE"),
+        (["say", "hi", "-o", "x.mp3"], 2, ".wav or .flac"),
+        (["say", "hi", "-o", "x.wav", "--raw"], 2, "not both"),
+        (["say", "hi", "-o", "x.wav", "--precision", "fp64"], 2, "fp64"),
+        (["say", "hi", "-o", "x.wav", "--batch-size", "0"], 2, "batch-size"),
+        (["say", "hi", "-o", "x.wav", "--voice", "no-such-voice"], 1, "unknown voice"),
+    ],
+)
+def test_say_mistakes_get_one_line_errors(args, code, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_say_unspeakable_text_exits_1(voice_dir, tmp_path):
+    result = run("say", "☃☃☃", "-o", tmp_path / "x.wav", "--voice", voice_dir)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_say_fp16_without_cuda_is_a_clear_error(voice_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has CUDA")
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--precision", "fp16")
+    assert result.exit_code == 1 and "fp16 needs a CUDA GPU" in result.output
+
+
+def test_envvars_set_defaults(voice_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TTSCLI_VOICE", str(voice_dir))
+    result = run("say", "hello", "-o", tmp_path / "x.wav", "-v")
+    assert result.exit_code == 0, result.output
+    assert "voice: tiny" in result.output
