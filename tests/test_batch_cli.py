@@ -235,3 +235,20 @@ def _sigkill_and_resume(voice_dir, tmp_path, n_lines):
     ok_ids = [r["id"] for r in rows if r["status"] == "ok"]
     assert len(ok_ids) == len(set(ok_ids))
     assert_clean_dir(out)
+
+
+def test_stdin_stream_speaks_lines_as_they_arrive(voice_dir, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ttscli.cli", "batch", "-", "-o", str(out)]
+    cmd += ["--voice", str(voice_dir), "-q", "--batch-size", "8"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"The first line.\n")
+    proc.stdin.flush()
+    deadline = time.time() + 30
+    while time.time() < deadline and not (out / "000001.wav").exists():
+        time.sleep(0.05)
+    assert (out / "000001.wav").exists(), "a lone line was not spoken while input stayed open"
+    proc.stdin.write(b"The second line.\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+    assert [r["id"] for r in manifest(out)] == ["000001", "000002"]
