@@ -252,3 +252,14 @@ def test_stdin_stream_speaks_lines_as_they_arrive(voice_dir, tmp_path):
     proc.stdin.close()
     assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
     assert [r["id"] for r in manifest(out)] == ["000001", "000002"]
+
+
+def test_summary_is_printed_unless_quiet(voice_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Hello.\n")
+    argv = ["batch", str(src), "-o", str(tmp_path / "out"), "--voice", str(voice_dir)]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0
+    assert "1 ok; " in result.stderr and "real time" in result.stderr
+    result = CliRunner().invoke(cli, [*argv, "-q", "--overwrite"])
+    assert result.exit_code == 0 and result.stderr == ""

@@ -182,6 +182,7 @@ class _BatchRun:
         self.errors: list[str] = []
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
+        self.quiet = quiet
         from tqdm import tqdm
 
         self.bar = tqdm(unit=" lines", disable=quiet, file=sys.stderr, dynamic_ncols=True)
@@ -265,7 +266,7 @@ class _BatchRun:
             for line in self.errors:
                 click.echo(f"  {line}", err=True)
             raise SystemExit(1)
-        if not self.bar.disable:
+        if not self.quiet:
             click.echo(
                 f"{summary or 'nothing to do'}; {self.audio_seconds:.1f} s of audio in "
                 f"{wall:.1f} s ({self.audio_seconds / max(wall, 1e-9):.1f}x real time)",
