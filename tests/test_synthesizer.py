@@ -189,3 +189,11 @@ def test_fp16_on_cuda_runs_and_is_finite():
     synth = Synthesizer(voice, SynthesisConfig(precision="fp16", device="cuda"))
     result = synth.synthesize("hello world")
     assert np.isfinite(result.audio).all()
+
+
+def test_text_that_grows_when_read_is_split_by_what_is_read():
+    # 8 digits read digit by digit would be fine, but a 40-digit number reads as 40 words
+    synth = Synthesizer(make_voice(), SynthesisConfig(max_decoder_steps=160))  # 20 chars
+    (result,) = synth.stream([(0, "1234567890123456789012345678901234567890")])
+    assert result.ok, result.error
+    assert result.decoder_steps >= 10 * FRAMES  # ~200 characters of "one two three ..."

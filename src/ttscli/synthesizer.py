@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import SynthesisError, TextError, TTSError
-from .segment import halve, segment
+from .segment import halve, segment, split_to_budget
 
 log = logging.getLogger(__name__)
 
@@ -213,22 +213,33 @@ class Synthesizer:
 
     # -- internals --------------------------------------------------------------------------
     def _prepare(self, owner: int, text: str) -> list[_Piece]:
-        from .text import check_speakable
+        from .text import check_speakable, clean_text
 
         if len(text) > self.config.max_chars:
             raise TextError(
                 f"text too long ({len(text):,} characters; at most {self.config.max_chars:,} "
                 "per item): split it into several lines"
             )
-        pieces = []
+        pieces: list[_Piece] = []
         problems = []
-        for index, chunk in enumerate(segment(text, self.max_piece_chars)):
+        for chunk in segment(text, self.max_piece_chars):
             try:
                 ids = check_speakable(chunk, self.voice.frontend)
             except TextError as exc:
                 problems.append(str(exc))
                 continue
-            pieces.append(_Piece(owner, index, chunk, ids))
+            if len(ids) <= self.max_piece_chars:
+                pieces.append(_Piece(owner, len(pieces), chunk, ids))
+                continue
+            # numbers and abbreviations made it longer than the budget: split what is read
+            for sub in split_to_budget(
+                clean_text(chunk, self.voice.frontend), self.max_piece_chars
+            ):
+                try:
+                    ids = check_speakable(sub, self.voice.frontend)
+                except TextError:
+                    continue
+                pieces.append(_Piece(owner, len(pieces), sub, ids))
         if not pieces:
             raise TextError(problems[0] if problems else "nothing to say: the text is empty")
         return pieces
