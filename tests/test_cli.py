@@ -118,3 +118,12 @@ def test_envvars_set_defaults(voice_dir, tmp_path, monkeypatch):
     result = run("say", "hello", "-o", tmp_path / "x.wav", "-v")
     assert result.exit_code == 0, result.output
     assert "voice: tiny" in result.output
+
+
+def test_say_uses_the_embedded_voice_when_nothing_else_is_installed(tmp_path):
+    out = tmp_path / "hello.wav"
+    result = CliRunner().invoke(cli, ["say", "hello world", "-o", str(out), "-v"])
+    assert result.exit_code == 0, result.output
+    assert "voice: ttscli-en" in result.stderr
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and 0.3 < len(audio) / rate < 3.0

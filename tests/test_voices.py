@@ -111,3 +111,39 @@ def test_user_voice_folders_in_ttscli_home_are_listed(tmp_path):
     info = by_name(list_voices())["mine"]
     assert info.kind == "folder" and info.status == "missing"  # no tacotron2.pt yet
     assert os.path.samefile(info.location, folder)
+
+
+def _save_dle(model, path: Path) -> None:
+    import torch
+
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 1, "config": model.config, "state_dict": state}, path)
+
+
+def test_say_uses_the_pair_left_by_the_torch_hub_snippet_with_no_flags(tmp_path):
+    import soundfile
+    from voicekit import TINY_WAVEGLOW, tiny_tacotron2
+
+    from ttscli.waveglow import WaveGlow
+
+    folder = torch_hub_checkpoints()
+    folder.mkdir(parents=True)
+    _save_dle(tiny_tacotron2(20), folder / FP32.files["tacotron2"])
+    _save_dle(WaveGlow(**TINY_WAVEGLOW), folder / FP32.files["waveglow"])
+    assert by_name(list_voices())["nvidia-ljspeech"].status == "installed"
+    out = tmp_path / "x.wav"
+    result = CliRunner().invoke(cli, ["say", "hello", "-o", str(out), "-v", "--denoise", "0"])
+    assert result.exit_code == 0, result.output
+    assert "voice: nvidia-ljspeech" in result.stderr
+    assert FP32.files["waveglow"] in result.stderr
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and len(audio) > 0
+
+
+def test_a_voice_folder_with_a_waveglow_loads_through_the_same_mechanism(tmp_path):
+    from voicekit import write_voice
+
+    folder = write_voice(tmp_path / "wg", vocoder="waveglow")
+    voice = load_voice(str(folder))
+    assert voice.name == "tiny" and type(voice.vocoder).__name__ == "WaveGlowVocoder"
+    assert set(voice.files) >= {"tacotron2", "waveglow"}
