@@ -16,22 +16,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 LJ_TEST = SHARED_DATA / "ljspeech_test.txt"
 LJ_TRAIN = SHARED_DATA / "ljspeech_train.txt"
 
-TACOTRON2_HUB_CONFIG = dict(
-    mask_padding=False, n_mel_channels=80, n_symbols=148, symbols_embedding_dim=512,
-    encoder_kernel_size=5, encoder_n_convolutions=3, encoder_embedding_dim=512,
-    attention_rnn_dim=1024, attention_dim=128, attention_location_n_filters=32,
-    attention_location_kernel_size=31, n_frames_per_step=1, decoder_rnn_dim=1024,
-    prenet_dim=256, max_decoder_steps=1000, gate_threshold=0.5, p_attention_dropout=0.1,
-    p_decoder_dropout=0.1, postnet_embedding_dim=512, postnet_kernel_size=5,
-    postnet_n_convolutions=5, decoder_no_early_stopping=False,
-)  # fmt: skip
-
 
 def waveglow_hub_config(n_channels: int = 512) -> dict:
-    return dict(
-        n_mel_channels=80, n_flows=12, n_group=8, n_early_every=4, n_early_size=2,
-        WN_config=dict(n_layers=8, kernel_size=3, n_channels=n_channels),
-    )  # fmt: skip
+    """The torch.hub WaveGlow config, with n_channels 512 (hub) or 256 (NGC's smaller file)."""
+    from ttscli.waveglow import DEFAULT_CONFIG
+
+    return {
+        **DEFAULT_CONFIG,
+        "WN_config": {**DEFAULT_CONFIG["WN_config"], "n_channels": n_channels},
+    }
 
 
 class Skip(Exception):
@@ -71,10 +64,10 @@ def bench_text(quick: bool = False) -> dict:
 def _random_tacotron2():
     import torch
 
-    from ttscli.tacotron2 import Tacotron2
+    from ttscli.tacotron2 import DEFAULT_CONFIG, Tacotron2
 
     torch.manual_seed(0)
-    model = Tacotron2(**TACOTRON2_HUB_CONFIG).eval()
+    model = Tacotron2(**DEFAULT_CONFIG).eval()
     model.prenet_dropout = 0.0
     model.early_stopping = False
     return model
