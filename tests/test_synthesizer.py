@@ -197,3 +197,37 @@ def test_text_that_grows_when_read_is_split_by_what_is_read():
     (result,) = synth.stream([(0, "1234567890123456789012345678901234567890")])
     assert result.ok, result.error
     assert result.decoder_steps >= 10 * FRAMES  # ~200 characters of "one two three ..."
+
+
+class Bf16NanVocoder(FrameVocoder):
+    """Gives non-finite audio when run in bfloat16, like a reduced-precision overflow."""
+
+    def to(self, device, dtype):
+        self.dtype = dtype
+        return self
+
+    def __call__(self, mel, *, sigma, denoiser_strength):
+        audio = super().__call__(mel, sigma=sigma, denoiser_strength=denoiser_strength)
+        return audio * float("nan") if self.dtype == torch.bfloat16 else audio
+
+
+def test_non_finite_reduced_precision_output_is_redone_in_fp32(caplog):
+    base = make_voice()
+    voice = Voice("tiny", base.tacotron2, Bf16NanVocoder(), defaults=base.defaults)
+    synth = Synthesizer(voice, SynthesisConfig(precision="bf16"))
+    result = synth.synthesize("hello")
+    assert result.ok and np.isfinite(result.audio).all() and len(result.audio) == FRAMES * HOP
+    assert "redoing" in caplog.text
+
+
+def test_non_finite_fp32_output_is_an_error():
+    class NanVocoder(FrameVocoder):
+        def __call__(self, mel, *, sigma, denoiser_strength):
+            return super().__call__(mel, sigma=sigma, denoiser_strength=denoiser_strength) * float(
+                "nan"
+            )
+
+    base = make_voice()
+    synth = Synthesizer(Voice("tiny", base.tacotron2, NanVocoder(), defaults=base.defaults))
+    (result,) = synth.stream([(0, "hello")])
+    assert not result.ok and "non-finite" in result.error
