@@ -81,3 +81,35 @@ def test_trim_silence_cuts_quiet_edges():
     audio = np.concatenate([np.zeros(11025, np.float32), tone, np.zeros(22050, np.float32)])
     trimmed = trim_silence(audio)
     assert 22050 <= len(trimmed) <= 22050 + 4 * 256
+
+
+def test_export_writes_a_voice_that_loads_back(tmp_path, monkeypatch):
+    import json
+
+    from ttscli.checkpoints import load_tacotron2
+    from ttscli.tacotron2 import Tacotron2
+    from ttscli.training import export as export_module
+    from ttscli.training.train import VOICE_CONFIG
+
+    monkeypatch.setenv("TTSCLI_TRAIN_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(export_module, "GATE_THRESHOLDS", (0.5,))
+    monkeypatch.setattr(export_module, "PRENET_DROPOUTS", (0.0,))
+    monkeypatch.setitem(export_module.VOICE_JSON, "max_decoder_steps", 4)
+    torch.manual_seed(0)
+    model = Tacotron2(**VOICE_CONFIG)
+    torch.save({"model": model.state_dict(), "step": 7}, tmp_path / "cache" / "state.pt")
+    val = {"ids": [torch.tensor([40, 41, 42])], "mels": [torch.zeros(80, 9, dtype=torch.float16)]}
+    torch.save(val, tmp_path / "cache" / "val.pt")
+
+    out = export_module.export(tmp_path / "voice")
+
+    loaded = load_tacotron2(out / "tacotron2.pt")
+    assert loaded.config["n_frames_per_step"] == VOICE_CONFIG["n_frames_per_step"]
+    for name, tensor in model.state_dict().items():
+        expected = tensor.half().float() if tensor.is_floating_point() else tensor
+        assert torch.equal(loaded.state_dict()[name].float(), expected.float()), name
+    config = json.loads((out / "voice.json").read_text())
+    assert config["name"] == "ttscli-en" and config["training_steps"] == 7
+    assert config["prenet_dropout"] == 0.0 and config["gate_threshold"] == 0.5
+    assert config["vocoder"] == "griffin-lim" and config["sample_rate"] == 22050

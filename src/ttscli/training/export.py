@@ -9,7 +9,10 @@ from pathlib import Path
 import torch
 
 from .corpus import TEACHER
-from .train import VOICE_CONFIG, state_path
+from .train import VOICE_CONFIG, load_split, state_path
+
+GATE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+PRENET_DROPOUTS = (0.5, 0.0)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,47 @@ def export(out: Path | None = None) -> Path:
     model.load_state_dict(state["model"])
     metadata = {"voice": "ttscli-en", "training_steps": int(state["step"]), "teacher": TEACHER}
     save_tacotron2(model.eval(), out / "tacotron2.pt", metadata=metadata, half=True)
-    config = {**VOICE_JSON, "training_steps": int(state["step"])}
+    dropout, threshold, stops, ratio = tune_decoding(model, load_split("val"))
+    config = {
+        **VOICE_JSON,
+        "training_steps": int(state["step"]),
+        "gate_threshold": threshold,
+        "prenet_dropout": dropout,
+    }
+    log.info(
+        "prenet dropout %.1f, gate threshold %.2f: %s stopped, median length %.3f x the teacher's",
+        dropout, threshold, stops, ratio,
+    )  # fmt: skip
     (out / "voice.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     log.info("exported step %d to %s", state["step"], out)
     return out
+
+
+@torch.no_grad()
+def tune_decoding(model, val_data, n_lines: int = 24) -> tuple[float, float, str, float]:
+    """The prenet dropout and gate threshold that stop on the most held-out lines with a median
+    free-running length closest to the teacher's: (dropout, threshold, "k/n stopped", ratio)."""
+    model = model.eval()
+    model.max_decoder_steps = VOICE_JSON["max_decoder_steps"]
+    lines = val_data[:n_lines]
+    best = None
+    for dropout in PRENET_DROPOUTS:
+        model.prenet_dropout = dropout
+        for threshold in GATE_THRESHOLDS:
+            model.gate_threshold = threshold
+            torch.manual_seed(0)
+            ratios, stopped = [], 0
+            for ids, mel in lines:
+                _, lengths, _ = model.infer(ids[None], torch.tensor([len(ids)]))
+                ok = not bool(model.last_hit_max_steps[0])
+                stopped += int(ok)
+                ratios.append(float(lengths[0]) / mel.shape[1] if ok else float("inf"))
+            median = sorted(ratios)[len(ratios) // 2]
+            log.info(
+                "prenet dropout %.1f, gate threshold %.2f: %d/%d stopped, median length %.3f",
+                dropout, threshold, stopped, len(lines), median,
+            )  # fmt: skip
+            key = (-stopped, abs(median - 1.0))
+            if best is None or key < best[0]:
+                best = (key, dropout, threshold, f"{stopped}/{len(lines)}", median)
+    return best[1], best[2], best[3], best[4]
