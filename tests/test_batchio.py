@@ -386,7 +386,7 @@ def test_last_row_is_the_state_and_id_less_rows_change_nothing(tmp_path):
     assert state.blank_lines == {3}
 
 
-def test_an_id_never_has_two_ok_rows(tmp_path):
+def test_a_redone_id_appends_and_never_rewrites_earlier_rows(tmp_path):
     (a1,) = items(b"a|old text\n")
     (a2,) = items(b"a|new text\n")
     b, c = items(b"b|x\nc|y\n")
@@ -395,16 +395,23 @@ def test_an_id_never_has_two_ok_rows(tmp_path):
         m.append(ok_row(a1, "a.wav", 1.0, 10, 5.0))
         m.append(error_row(b, "bad"))
         m.append(ok_row(c, "c.wav", 1.0, 10, 5.0))
+    before = (tmp_path / "manifest.jsonl").read_bytes()
     # a later run: a's text changed; its new attempt first fails, then succeeds
-    with Manifest(tmp_path) as m:  # no load(): append still knows a is ok in the file
+    with Manifest(tmp_path) as m:
         m.append(error_row(a2, "synthesis failed"))
         m.append(ok_row(a2, "a.wav", 2.0, 20, 5.0))
         m.append(ok_row(b, "b.wav", 1.0, 10, 5.0))
+    after = (tmp_path / "manifest.jsonl").read_bytes()
+    assert after.startswith(before)  # the earlier rows are untouched
     rows = [json.loads(line) for line in manifest_lines(tmp_path) if line]
     assert [(r["id"], r["status"]) for r in rows] == [
-        ("b", "error"), ("c", "ok"), ("a", "error"), ("a", "ok"), ("b", "ok")
+        ("a", "ok"), ("b", "error"), ("c", "ok"), ("a", "error"), ("a", "ok"), ("b", "ok")
     ]  # fmt: skip
-    assert rows[3]["text"] == "new text"
+    assert rows[0]["text"] == "old text" and rows[4]["text"] == "new text"
+    state = Manifest(tmp_path).load()  # the last row of each id is its state
+    assert {k: (r["status"], r["text"]) for k, r in state.rows_by_id.items()} == {
+        "a": ("ok", "new text"), "b": ("ok", "x"), "c": ("ok", "y")
+    }  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl"]  # no temp file
 
 

@@ -42,10 +42,10 @@ Manifest (`Manifest`)
     One row per attempt, appended in one ``write()`` each, so a ``kill -9`` tears at most the
     last line: readers skip lines that are not JSON objects, and the next append starts on a
     new line. The last row of an id is its state; rows without an id change no state.
-    An id never has two ``ok`` rows: appending an ``ok`` row for an id that already has one
-    (its text changed, or its audio file went missing) first rewrites the manifest without the
-    old ``ok`` row (atomically, by rename; rare, O(manifest size)). ``reset()`` (for
-    ``--overwrite``) atomically replaces the manifest with an empty one at the start of a run.
+    Rows are never rewritten: a line redone on resume (its text changed, its audio file went
+    missing) gets a new row after the old ones, so the file keeps every attempt. ``reset()``
+    (for ``--overwrite``) atomically replaces the manifest with an empty one at the start of a
+    run.
 
 Resume (`should_skip`)
     A line needs no new row when its id's state is an ``ok`` row for the same text and file
@@ -436,7 +436,6 @@ class Manifest:
     def __init__(self, out_dir: Path | str) -> None:
         self.path = Path(out_dir) / MANIFEST
         self._fd: int | None = None
-        self._ok_ids: set[str] | None = None  # ids that have an ok row in the file
 
     def __enter__(self) -> Manifest:
         return self
@@ -457,34 +456,23 @@ class Manifest:
     def load(self) -> ManifestState:
         """The state earlier runs left: the last row per id, the blank lines recorded."""
         state = ManifestState()
-        ok_ids: set[str] = set()
         for row in self.rows():
             row_id = row.get("id")
             if isinstance(row_id, str):
                 state.rows_by_id[row_id] = row
-                if row.get("status") == "ok":
-                    ok_ids.add(row_id)
             if row.get("status") == "skipped":
                 line = _blank_line(row)
                 if line is not None:
                     state.blank_lines.add(line)
-        self._ok_ids = ok_ids
         return state
 
     def reset(self) -> None:
         """Replace the manifest with an empty one, atomically (for --overwrite)."""
         self.close()
         self._replace(lambda out: None)
-        self._ok_ids = set()
 
     def append(self, row: dict) -> None:
-        """Append one row in a single write(); an ok row replaces the id's earlier ok row."""
-        row_id = row.get("id")
-        if row.get("status") == "ok" and isinstance(row_id, str):
-            ok_ids = self._ok_ids if self._ok_ids is not None else self._scan_ok_ids()
-            if row_id in ok_ids:
-                self._drop_ok_rows(row_id)
-            ok_ids.add(row_id)
+        """Append one row in a single write(), starting a new line after a torn last row."""
         try:
             data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         except UnicodeEncodeError:  # unpaired surrogates from JSON input: keep them escaped
@@ -505,10 +493,6 @@ class Manifest:
                 pass
             os.close(fd)
 
-    def _scan_ok_ids(self) -> set[str]:
-        self.load()
-        return self._ok_ids if self._ok_ids is not None else set()
-
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
         try:
@@ -523,21 +507,6 @@ class Manifest:
                 return False
             f.seek(-1, os.SEEK_END)
             return f.read(1) != b"\n"
-
-    def _drop_ok_rows(self, item_id: str) -> None:
-        self.close()
-
-        def copy(out) -> None:
-            if not self.path.exists():
-                return
-            with open(self.path, "rb") as src:
-                for raw in src:
-                    row = _parse_row(raw)
-                    if row is None or (row.get("id") == item_id and row.get("status") == "ok"):
-                        continue
-                    out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-
-        self._replace(copy)
 
     def _replace(self, fill) -> None:
         tmp = self.path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
