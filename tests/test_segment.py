@@ -14,7 +14,9 @@ from ttscli.segment import halve, segment, split_sentences, split_to_budget
         ("no end punctuation", ["no end punctuation"]),
         ("", []),
         ("   ", []),
-        ("Dr. Smith came.", ["Dr.", "Smith came."]),  # abbreviations split; harmless pause
+        ("Dr. Smith came. Mrs. Jones too.", ["Dr. Smith came.", "Mrs. Jones too."]),
+        ("J. F. Kennedy spoke.", ["J. F. Kennedy spoke."]),
+        ("It cost a lot, etc. Then more.", ["It cost a lot, etc.", "Then more."]),
         ("Say {HH AH0 L OW1}. Now.", ["Say {HH AH0 L OW1}.", "Now."]),
         ("Line one.\nLine two.", ["Line one.", "Line two."]),
     ],
@@ -52,3 +54,14 @@ def test_pieces_respect_budget_and_keep_every_word(budget):
 def test_halve_splits_near_the_middle():
     assert halve("one two three four") == ["one two", "three four"]
     assert halve("abcdef") == ["abc", "def"]
+
+
+def test_short_sentences_are_joined_to_the_next_within_the_budget():
+    assert segment("Yes. I think this is a sentence.", 100) == ["Yes. I think this is a sentence."]
+    assert segment("Yes. I think this is a sentence.", 20) == [
+        "Yes.",
+        "I think this is a",
+        "sentence.",
+    ]
+    long = "This one is long enough. So is this sentence."
+    assert segment(long, 100) == ["This one is long enough.", "So is this sentence."]

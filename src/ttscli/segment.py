@@ -11,11 +11,30 @@ _CLAUSE_END = re.compile(r"(?<=[,;:])\s+|\s+(?=[-\u2013\u2014]\s)")
 _WORD = re.compile(r"\{[^{}]*\}|\S+")
 
 
+def _no_sentence_end_before(text: str, end: int) -> bool:
+    """A period after an abbreviation the front end expands ("Mrs.") or an initial ("J.")."""
+    from .text.cleaners import ABBREVIATIONS
+
+    if text[end - 1] != ".":
+        return False
+    word = re.search(r"(\w+)\.$", text[max(0, end - 12) : end])
+    if word is None:
+        return False
+    word = word.group(1)
+    return len(word) == 1 or word.lower() in {a for a, _ in ABBREVIATIONS}
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split text at sentence ends; pieces keep their punctuation and are stripped."""
+    """Split text at sentence ends; pieces keep their punctuation and are stripped.
+
+    A period after an abbreviation that the front end expands ("Mrs.", "Dr.") or after an
+    initial ("J.") does not end a sentence.
+    """
     pieces = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
+        if _no_sentence_end_before(text, match.start()):
+            continue
         piece = text[start : match.start() + _closing_len(match)].strip()
         if piece:
             pieces.append(piece)
@@ -79,10 +98,25 @@ def _cut(word: str, max_chars: int) -> list[str]:
     return [word[i : i + max_chars] for i in range(0, len(word), max_chars)]
 
 
+SHORT_SENTENCE_CHARS = 20
+
+
 def segment(text: str, max_chars: int) -> list[str]:
-    """Sentences of text, each split further until it fits max_chars characters."""
-    pieces: list[str] = []
+    """Sentences of text, each split further until it fits max_chars characters.
+
+    A sentence shorter than SHORT_SENTENCE_CHARS is joined to the next one when both fit the
+    budget: decoders stop unreliably on a word or two.
+    """
+    sentences: list[str] = []
     for sentence in split_sentences(text):
+        if sentences and len(sentences[-1]) < SHORT_SENTENCE_CHARS:
+            joined = f"{sentences[-1]} {sentence}"
+            if len(joined) <= max_chars:
+                sentences[-1] = joined
+                continue
+        sentences.append(sentence)
+    pieces: list[str] = []
+    for sentence in sentences:
         pieces.extend(split_to_budget(sentence, max_chars))
     return pieces
 
