@@ -111,9 +111,10 @@ def test_gate_firing_at_once_is_an_error_not_an_empty_file():
     assert not result.ok
 
 
-def test_fixed_decoder_steps_run_exactly_and_are_not_errors():
-    synth = Synthesizer(make_voice(steps=None), SynthesisConfig(fixed_decoder_steps=7))
-    (result,) = synth.stream([(1, "hello")])
+@pytest.mark.parametrize("steps", [None, 0, 3])  # never stops / stops at once / early
+def test_fixed_decoder_steps_run_exactly_and_are_not_errors(steps):
+    synth = Synthesizer(make_voice(steps=steps), SynthesisConfig(fixed_decoder_steps=7))
+    (result,) = synth.stream([(1, "hello there. A second sentence that is long enough.")])
     assert result.ok and result.decoder_steps == 7 and len(result.audio) == 7 * HOP
 
 

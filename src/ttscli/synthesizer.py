@@ -222,13 +222,14 @@ class Synthesizer:
             )
         pieces: list[_Piece] = []
         problems = []
-        for chunk in segment(text, self.max_piece_chars):
+        fixed = self.config.fixed_decoder_steps is not None  # benchmarks: one piece per item
+        for chunk in [text] if fixed else segment(text, self.max_piece_chars):
             try:
                 ids = check_speakable(chunk, self.voice.frontend)
             except TextError as exc:
                 problems.append(str(exc))
                 continue
-            if len(ids) <= self.max_piece_chars:
+            if fixed or len(ids) <= self.max_piece_chars:
                 pieces.append(_Piece(owner, len(pieces), chunk, ids))
                 continue
             # numbers and abbreviations made it longer than the budget: split what is read
@@ -359,6 +360,8 @@ class Synthesizer:
         mel, mel_lengths, _ = taco.infer(ids.to(self.device), lengths.to(self.device))
         hit_max = taco.last_hit_max_steps.cpu().tolist()
         mel_lengths = mel_lengths.cpu()
+        if self.config.fixed_decoder_steps is not None:  # benchmarks: every frame counts
+            mel_lengths = torch.full_like(mel_lengths, mel.shape[2])
         frames = torch.arange(mel.shape[2], device=mel.device)
         pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
         mel = mel.float().masked_fill(pad[:, None, :], MEL_FLOOR)
@@ -383,14 +386,19 @@ class Synthesizer:
             return None
         log.warning("non-finite audio in reduced precision; redoing %r in fp32", piece.text[:40])
         if self._fp32_fallback is None:
-            import copy
-
-            voice = dataclasses.replace(
-                self.voice,
-                tacotron2=copy.deepcopy(self.voice.tacotron2),
-                vocoder=copy.deepcopy(self.voice.vocoder),
-            )
-            config = dataclasses.replace(self.config, precision="fp32", seed=None)
-            self._fp32_fallback = Synthesizer(voice, config)
+            with torch.inference_mode(False):  # plain (not inference) tensors for the copy
+                self._fp32_fallback = self._fp32_copy()
         audio, _, _ = self._fp32_fallback._run_batch([piece])[0]
         return None if audio is None else torch.from_numpy(audio)
+
+    def _fp32_copy(self) -> Synthesizer:
+        """A float32 twin of this synthesizer, made once, for pieces to redo."""
+        import copy
+
+        voice = dataclasses.replace(
+            self.voice,
+            tacotron2=copy.deepcopy(self.voice.tacotron2),
+            vocoder=copy.deepcopy(self.voice.vocoder),
+        )
+        config = dataclasses.replace(self.config, precision="fp32", seed=None)
+        return Synthesizer(voice, config)
