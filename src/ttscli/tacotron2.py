@@ -235,6 +235,8 @@ class Decoder(nn.Module):
         self.gate_layer = LinearNorm(
             decoder_rnn_dim + encoder_embedding_dim, 1, bias=True, gain="sigmoid"
         )
+        # inference-only cache of the fused LSTM weights, see _fused_lstm_weights
+        self._fused_cache: tuple[Any, ...] | None = None
 
     # -- one step ---------------------------------------------------------------------------
     def _initial_state(self, memory: torch.Tensor) -> list[torch.Tensor]:
@@ -313,6 +315,48 @@ class Decoder(nn.Module):
         return mel, gates, alignments
 
     # -- free running -------------------------------------------------------------------------
+    def _fused_lstm_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each LSTM cell's input and hidden weights side by side, for one matmul per cell.
+
+        Attention cell: [W_ih | W_hh] over its input [prenet | context | attention hidden].
+        Decoder cell: W_ih's column blocks swapped, then W_hh, over [context | attention hidden
+        | decoder hidden] (the order those sit in the inference buffer). Both [4H, K] in the
+        weights' dtype and device. Built once and cached (about 71 MB at full size); the cache
+        keeps the four source tensors alive, so their storage cannot be reused by new weights,
+        and is rebuilt whenever any of them changes: new values (in place, e.g.
+        ``load_state_dict``, bump the version counter), dtype, device or storage (``.to()``).
+        """
+        sources = (
+            self.attention_rnn.weight_ih,
+            self.attention_rnn.weight_hh,
+            self.decoder_rnn.weight_ih,
+            self.decoder_rnn.weight_hh,
+        )
+        cached = self._fused_cache
+        if cached is not None and all(
+            held.data_ptr() == w.data_ptr()
+            and held.dtype == w.dtype
+            and held.device == w.device
+            and held.shape == w.shape
+            and version == w._version
+            for held, version, w in zip(cached[0], cached[1], sources, strict=True)
+        ):
+            return cached[2]
+        att_ih, att_hh, dec_ih, dec_hh = (w.detach() for w in sources)
+        h_att = self.attention_rnn_dim
+        # Plain tensors (not inference tensors) even when called under torch.inference_mode.
+        with torch.inference_mode(False), torch.no_grad():
+            fused = (
+                torch.cat((att_ih, att_hh), dim=1),
+                torch.cat((dec_ih[:, h_att:], dec_ih[:, :h_att], dec_hh), dim=1),
+            )
+        self._fused_cache = (
+            tuple(w.detach() for w in sources),
+            tuple(w._version for w in sources),
+            fused,
+        )
+        return fused
+
     def infer(
         self,
         memory: torch.Tensor,
@@ -333,41 +377,166 @@ class Decoder(nn.Module):
         (one device sync per k steps instead of per step); the up to k-1 steps decoded past
         the stop are dropped again, so the outputs are the same, only more dropout draws are
         consumed.
+
+        The same computation as ``_step`` (and NVIDIA's decoder), arranged for speed: every
+        step works in place in preallocated buffers. The decoder state lives in one row per
+        item, ``[prenet | context | attention hidden | decoder hidden | context]``, whose
+        slices are each LSTM cell's input (one matmul per cell over its fused [W_ih | W_hh],
+        see ``_fused_lstm_weights``) and the input of one matmul giving the mel frames and the
+        gate logit together. The location convolution and its dense projection (both linear,
+        nothing between them) are folded into one [A, 2·K] matrix applied to the unfolded
+        attention weights, and the memory projection is added by that same matmul. Summation
+        orders differ from the step-by-step modules by float rounding only; the random draws
+        (prenet dropout, and the decoder dropouts in training mode) are the same calls on the
+        same shapes in the same order.
         """
-        batch, t_in, _ = memory.shape
-        device = memory.device
+        batch, t_in, emb = memory.shape
+        device, dtype = memory.device, memory.dtype
         r = self.n_frames_per_step
-        n_out = self.n_mel_channels * r
+        n_mel = self.n_mel_channels
+        n_out = n_mel * r
+        h_att, h_dec = self.attention_rnn_dim, self.decoder_rnn_dim
         check_every = max(1, int(stop_check_every))
-        mask = _padding_mask(memory_lengths, t_in)
-        processed_memory = self.attention_layer.memory_layer(memory)  # [B, T_in, A]
-        state = self._initial_state(memory)
-        frame = memory.new_zeros(batch, self.n_mel_channels)  # go frame
-        not_finished = torch.ones(batch, dtype=torch.int32, device=device)
-        step_lengths = torch.zeros(batch, dtype=torch.int32, device=device)
-        capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
-        mel_buf = memory.new_empty(capacity, batch, n_out)  # [steps, B, n_mel * r]
-        gate_buf = memory.new_empty(capacity, batch)  # [steps, B]
-        align_buf = memory.new_empty(capacity, batch, t_in)  # [steps, B, T_in]
-        running_buf = torch.empty(capacity, dtype=torch.bool, device=device)  # any running
+        att = self.attention_layer
+        prenet_w = [layer.linear_layer.weight for layer in self.prenet.layers]
+        n_pre = prenet_w[-1].shape[0]
+
+        # -- per-call weights (small; the big LSTM ones are cached) ----------------------------
+        att_w, dec_w = self._fused_lstm_weights()
+        att_b = self.attention_rnn.bias_ih + self.attention_rnn.bias_hh
+        dec_b = self.decoder_rnn.bias_ih + self.decoder_rnn.bias_hh
+        proj_w = torch.cat(
+            (self.linear_projection.linear_layer.weight, self.gate_layer.linear_layer.weight)
+        )  # [n_out + 1, D + E] over [decoder hidden | context]
+        proj_b = torch.cat(
+            (self.linear_projection.linear_layer.bias, self.gate_layer.linear_layer.bias)
+        )
+        conv_w = att.location_layer.location_conv.conv.weight  # [F, 2, K]
+        kernel = conv_w.shape[2]
+        loc_w = (
+            att.location_layer.location_dense.linear_layer.weight.float()
+            @ conv_w.flatten(1).float()
+        )  # [A, 2 * K]: dense ∘ conv
+        loc_w = loc_w.to(dtype)
+        attention_dim = loc_w.shape[0]
+        query_w = att.query_layer.linear_layer.weight  # [A, h_att]
+        v_w = att.v.linear_layer.weight[0]  # [A]
+        processed_memory = att.memory_layer(memory).reshape(batch * t_in, attention_dim)
+        mask = _padding_mask(memory_lengths, t_in)  # [B, T_in]
+        padded = bool(mask.any())
+
+        # -- state buffers and their fixed views ---------------------------------------------
+        state = memory.new_zeros(batch, n_pre + emb + h_att + h_dec + emb)
+        o_ctx, o_att = n_pre, n_pre + emb
+        o_dec = o_att + h_att
+        o_ctx2 = o_dec + h_dec
+        prenet_slot = state[:, :n_pre]
+        ctx_slot, ctx2_slot = state[:, o_ctx:o_att], state[:, o_ctx2:]
+        att_h, dec_h = state[:, o_att:o_dec], state[:, o_dec:o_ctx2]
+        att_in, dec_in, proj_in = state[:, :o_dec], state[:, o_ctx:o_ctx2], state[:, o_dec:]
+        att_c = memory.new_zeros(batch, h_att)
+        dec_c = memory.new_zeros(batch, h_dec)
+        att_gates = memory.new_empty(batch, 4 * h_att)
+        dec_gates = memory.new_empty(batch, 4 * h_dec)
+        scratch_att = memory.new_empty(batch, h_att)
+        scratch_dec = memory.new_empty(batch, h_dec)
+        # attention weights (previous, cumulative) zero-padded for the location convolution
+        pad = (kernel - 1) // 2
+        loc_in = memory.new_zeros(batch, 2, t_in + kernel - 1)
+        prev_weights = loc_in[:, 0, pad : pad + t_in]
+        cum_weights = loc_in[:, 1, pad : pad + t_in]
+        loc_windows = loc_in.unfold(2, kernel, 1).permute(0, 2, 1, 3)  # [B, T_in, 2, K]
+        loc_cols = memory.new_empty(batch, t_in, 2, kernel)
+        loc_cols_2d = loc_cols.view(batch * t_in, 2 * kernel)
+        energy_in = memory.new_empty(batch * t_in, attention_dim)
+        energy_in_3d = energy_in.view(batch, t_in, attention_dim)
+        query = memory.new_empty(batch, 1, attention_dim)
+        query_2d = query.view(batch, attention_dim)
+        energies = memory.new_empty(batch * t_in)
+        energies_2d = energies.view(batch, t_in)
+        context = memory.new_empty(batch, 1, emb)
+        context_2d = context.view(batch, emb)
+        frame = memory.new_zeros(batch, n_mel)  # go frame
+        pre_a = memory.new_empty(batch, n_pre)
+        pre_b = memory.new_empty(batch, n_pre)
+        att_dropout = self.p_attention_dropout if self.training else 0.0
+        dec_dropout = self.p_decoder_dropout if self.training else 0.0
+
+        def gate_views(gates: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h = gates.shape[1] // 4  # PyTorch's gate order: input, forget, cell, output
+            return (
+                gates[:, : 2 * h],
+                gates[:, :h],
+                gates[:, h : 2 * h],
+                gates[:, 2 * h : 3 * h],
+                gates[:, 3 * h :],
+            )
+
+        def lstm_cell(
+            views: tuple[torch.Tensor, ...],
+            cell: torch.Tensor,
+            hidden_out: torch.Tensor,
+            scratch: torch.Tensor,
+            dropout: float,
+        ) -> None:
+            in_forget, in_gate, forget_gate, cell_gate, out_gate = views
+            cell_gate.tanh_()
+            in_forget.sigmoid_()
+            out_gate.sigmoid_()
+            cell.mul_(forget_gate).addcmul_(in_gate, cell_gate)
+            torch.tanh(cell, out=scratch)
+            if dropout > 0.0:
+                hidden_out.copy_(F.dropout(scratch.mul_(out_gate), dropout, training=True))
+            else:
+                torch.mul(out_gate, scratch, out=hidden_out)
+
+        att_views, dec_views = gate_views(att_gates), gate_views(dec_gates)
+
+        step_capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
+        out_buf = memory.new_empty(step_capacity, batch, n_out + 1)  # [frames | gate logit]
+        align_buf = memory.new_empty(step_capacity, batch, t_in)
+        running_buf = torch.empty(step_capacity, dtype=torch.bool, device=device)
+        not_finished = torch.ones(batch, dtype=torch.bool, device=device)
         n_steps = checked = 0
         while True:
-            if n_steps == capacity:
-                capacity = min(max_decoder_steps, 2 * capacity)
-                mel_buf, gate_buf = _grow(mel_buf, capacity), _grow(gate_buf, capacity)
-                align_buf, running_buf = _grow(align_buf, capacity), _grow(running_buf, capacity)
-            prenet_out = self.prenet(frame, prenet_dropout)  # [B, P]
-            frames, gate = self._step(
-                prenet_out, state, memory, processed_memory, mask, in_place_cumulative=True
-            )
-            mel_buf[n_steps] = frames
-            gate_buf[n_steps] = gate.squeeze(1)
-            align_buf[n_steps] = state[4]
-            keep_going = torch.le(torch.sigmoid(gate), gate_threshold).to(torch.int32).squeeze(1)
-            not_finished.mul_(keep_going)
-            step_lengths.add_(not_finished)
+            if n_steps == step_capacity:
+                step_capacity = min(max_decoder_steps, 2 * step_capacity)
+                out_buf, align_buf = _grow(out_buf, step_capacity), _grow(align_buf, step_capacity)
+                running_buf = _grow(running_buf, step_capacity)
+            # prenet -> state[:, :n_pre]
+            if prenet_dropout > 0.0:
+                prenet_slot.copy_(self.prenet(frame, prenet_dropout))
+            else:
+                torch.mm(frame, prenet_w[0].t(), out=pre_a).relu_()
+                torch.mm(pre_a, prenet_w[1].t(), out=pre_b)
+                torch.clamp(pre_b, min=0.0, out=prenet_slot)
+            # attention LSTM cell
+            torch.addmm(att_b, att_in, att_w.t(), out=att_gates)
+            lstm_cell(att_views, att_c, att_h, scratch_att, att_dropout)
+            # location-sensitive attention
+            torch.mm(att_h, query_w.t(), out=query_2d)
+            loc_cols.copy_(loc_windows)
+            torch.addmm(processed_memory, loc_cols_2d, loc_w.t(), out=energy_in)
+            energy_in_3d.add_(query).tanh_()
+            torch.mv(energy_in, v_w, out=energies)
+            if padded:
+                energies_2d.masked_fill_(mask, float("-inf"))
+            weights = torch.softmax(energies_2d, dim=1)  # [B, T_in]
+            prev_weights.copy_(weights)
+            cum_weights.add_(weights)
+            align_buf[n_steps].copy_(weights)
+            torch.bmm(weights.unsqueeze(1), memory, out=context)
+            ctx_slot.copy_(context_2d)
+            ctx2_slot.copy_(context_2d)
+            # decoder LSTM cell, then frames and gate from [decoder hidden | context]
+            torch.addmm(dec_b, dec_in, dec_w.t(), out=dec_gates)
+            lstm_cell(dec_views, dec_c, dec_h, scratch_dec, dec_dropout)
+            step_out = out_buf[n_steps]
+            torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
             n_steps += 1
             if early_stopping:
+                keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
+                not_finished.logical_and_(keep_going)
                 if check_every == 1:
                     if not bool(not_finished.any()):
                         break
@@ -381,14 +550,21 @@ class Decoder(nn.Module):
                         checked = n_steps
             if n_steps == max_decoder_steps:
                 break
-            frame = frames[:, n_out - self.n_mel_channels :]  # last frame of this step
-        mel = mel_buf[:n_steps].transpose(0, 1).reshape(batch, n_steps * r, self.n_mel_channels)
+            frame = step_out[:, n_out - n_mel : n_out]  # last frame of this step
+
+        outputs = out_buf[:n_steps]  # [S, B, n_out + 1]
+        gates = outputs[:, :, n_out]  # [S, B]
+        # steps before each item's gate first fired (DLE's running count), from all gates
+        keep = torch.le(torch.sigmoid(gates), gate_threshold).to(torch.int32)
+        running = torch.cumprod(keep, dim=0)  # [S, B]
+        step_lengths = running.sum(dim=0, dtype=torch.int32)
+        mel = outputs[:, :, :n_out].transpose(0, 1).reshape(batch, n_steps * r, n_mel)
         return (
             mel.transpose(1, 2),
-            gate_buf[:n_steps].transpose(0, 1),
+            gates.transpose(0, 1),
             align_buf[:n_steps].transpose(0, 1),
             step_lengths,
-            not_finished.bool(),
+            running[-1].bool(),
         )
 
 
