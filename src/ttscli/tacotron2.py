@@ -320,8 +320,11 @@ class Decoder(nn.Module):
 
         Attention cell: [W_ih | W_hh] over its input [prenet | context | attention hidden].
         Decoder cell: W_ih's column blocks swapped, then W_hh, over [context | attention hidden
-        | decoder hidden] (the order those sit in the inference buffer). Both [4H, K] in the
-        weights' dtype and device. Built once and cached (about 71 MB at full size); the cache
+        | decoder hidden] (the order those sit in the inference buffer). Returned transposed,
+        [K, 4H] contiguous (a matrix-vector product streams that layout fastest), with the
+        cell-gate columns doubled (exact in floating point) for ``_lstm_cell``'s tanh through
+        sigmoid. In the weights' dtype and device. Built once and cached (about 71 MB at full
+        size); the cache
         keeps the four source tensors alive, so their storage cannot be reused by new weights,
         and is rebuilt whenever any of them changes: new values (in place, e.g.
         ``load_state_dict``, bump the version counter), dtype, device or storage (``.to()``).
@@ -347,8 +350,10 @@ class Decoder(nn.Module):
         # Plain tensors (not inference tensors) even when called under torch.inference_mode.
         with torch.inference_mode(False), torch.no_grad():
             fused = (
-                torch.cat((att_ih, att_hh), dim=1),
-                torch.cat((dec_ih[:, h_att:], dec_ih[:, :h_att], dec_hh), dim=1),
+                _doubled_cell_gate(torch.cat((att_ih, att_hh), dim=1)).t().contiguous(),
+                _doubled_cell_gate(torch.cat((dec_ih[:, h_att:], dec_ih[:, :h_att], dec_hh), dim=1))
+                .t()
+                .contiguous(),
             )
         self._fused_cache = (
             tuple(w.detach() for w in sources),
@@ -403,8 +408,8 @@ class Decoder(nn.Module):
 
         # -- per-call weights (small; the big LSTM ones are cached) ----------------------------
         att_w, dec_w = self._fused_lstm_weights()
-        att_b = self.attention_rnn.bias_ih + self.attention_rnn.bias_hh
-        dec_b = self.decoder_rnn.bias_ih + self.decoder_rnn.bias_hh
+        att_b = _doubled_cell_gate(self.attention_rnn.bias_ih + self.attention_rnn.bias_hh)
+        dec_b = _doubled_cell_gate(self.decoder_rnn.bias_ih + self.decoder_rnn.bias_hh)
         proj_w = torch.cat(
             (self.linear_projection.linear_layer.weight, self.gate_layer.linear_layer.weight)
         )  # [n_out + 1, D + E] over [decoder hidden | context]
@@ -419,9 +424,13 @@ class Decoder(nn.Module):
         )  # [A, 2 * K]: dense ∘ conv
         loc_w = loc_w.to(dtype)
         attention_dim = loc_w.shape[0]
-        query_w = att.query_layer.linear_layer.weight  # [A, h_att]
-        v_w = att.v.linear_layer.weight[0]  # [A]
+        # Energies v·tanh(x) are computed as 2v·sigmoid(2x), which differs by the constant
+        # sum(v) that softmax ignores: every term inside is doubled (exactly), see _lstm_cell.
+        loc_w = loc_w * 2.0
+        query_w = att.query_layer.linear_layer.weight * 2.0  # [A, h_att]
+        v_w = att.v.linear_layer.weight[0] * 2.0  # [A]
         processed_memory = att.memory_layer(memory).reshape(batch * t_in, attention_dim)
+        processed_memory = processed_memory * 2.0
         mask = _padding_mask(memory_lengths, t_in)  # [B, T_in]
         padded = bool(mask.any())
 
@@ -462,35 +471,7 @@ class Decoder(nn.Module):
         att_dropout = self.p_attention_dropout if self.training else 0.0
         dec_dropout = self.p_decoder_dropout if self.training else 0.0
 
-        def gate_views(gates: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            h = gates.shape[1] // 4  # PyTorch's gate order: input, forget, cell, output
-            return (
-                gates[:, : 2 * h],
-                gates[:, :h],
-                gates[:, h : 2 * h],
-                gates[:, 2 * h : 3 * h],
-                gates[:, 3 * h :],
-            )
-
-        def lstm_cell(
-            views: tuple[torch.Tensor, ...],
-            cell: torch.Tensor,
-            hidden_out: torch.Tensor,
-            scratch: torch.Tensor,
-            dropout: float,
-        ) -> None:
-            in_forget, in_gate, forget_gate, cell_gate, out_gate = views
-            cell_gate.tanh_()
-            in_forget.sigmoid_()
-            out_gate.sigmoid_()
-            cell.mul_(forget_gate).addcmul_(in_gate, cell_gate)
-            torch.tanh(cell, out=scratch)
-            if dropout > 0.0:
-                hidden_out.copy_(F.dropout(scratch.mul_(out_gate), dropout, training=True))
-            else:
-                torch.mul(out_gate, scratch, out=hidden_out)
-
-        att_views, dec_views = gate_views(att_gates), gate_views(dec_gates)
+        att_views, dec_views = _gate_views(att_gates), _gate_views(dec_gates)
 
         step_capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
         out_buf = memory.new_empty(step_capacity, batch, n_out + 1)  # [frames | gate logit]
@@ -511,13 +492,13 @@ class Decoder(nn.Module):
                 torch.mm(pre_a, prenet_w[1].t(), out=pre_b)
                 torch.clamp(pre_b, min=0.0, out=prenet_slot)
             # attention LSTM cell
-            torch.addmm(att_b, att_in, att_w.t(), out=att_gates)
-            lstm_cell(att_views, att_c, att_h, scratch_att, att_dropout)
+            torch.addmm(att_b, att_in, att_w, out=att_gates)
+            _lstm_cell(att_views, att_c, att_h, scratch_att, att_dropout)
             # location-sensitive attention
             torch.mm(att_h, query_w.t(), out=query_2d)
             loc_cols.copy_(loc_windows)
             torch.addmm(processed_memory, loc_cols_2d, loc_w.t(), out=energy_in)
-            energy_in_3d.add_(query).tanh_()
+            energy_in_3d.add_(query).sigmoid_()
             torch.mv(energy_in, v_w, out=energies)
             if padded:
                 energies_2d.masked_fill_(mask, float("-inf"))
@@ -529,8 +510,8 @@ class Decoder(nn.Module):
             ctx_slot.copy_(context_2d)
             ctx2_slot.copy_(context_2d)
             # decoder LSTM cell, then frames and gate from [decoder hidden | context]
-            torch.addmm(dec_b, dec_in, dec_w.t(), out=dec_gates)
-            lstm_cell(dec_views, dec_c, dec_h, scratch_dec, dec_dropout)
+            torch.addmm(dec_b, dec_in, dec_w, out=dec_gates)
+            _lstm_cell(dec_views, dec_c, dec_h, scratch_dec, dec_dropout)
             step_out = out_buf[n_steps]
             torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
             n_steps += 1
@@ -804,6 +785,53 @@ def _padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """[B] lengths -> bool [B, max_len], True at padded positions."""
     positions = torch.arange(max_len, device=lengths.device)
     return positions[None, :] >= lengths[:, None]
+
+
+def _doubled_cell_gate(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of LSTM gate rows [4H, ...] (or a bias [4H]) with the cell-gate rows times 2."""
+    hidden = weight.shape[0] // 4
+    doubled = weight.clone()
+    doubled[2 * hidden : 3 * hidden] *= 2.0
+    return doubled
+
+
+def _gate_views(gates: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """[B, 4H] gates in PyTorch's order (input, forget, cell, output) -> views
+    (all, input, forget, cell, output)."""
+    h = gates.shape[1] // 4
+    return (
+        gates,
+        gates[:, :h],
+        gates[:, h : 2 * h],
+        gates[:, 2 * h : 3 * h],
+        gates[:, 3 * h :],
+    )
+
+
+def _lstm_cell(
+    views: tuple[torch.Tensor, ...],
+    cell: torch.Tensor,
+    hidden_out: torch.Tensor,
+    scratch: torch.Tensor,
+    dropout: float,
+) -> None:
+    """LSTMCell's update in place from pre-activation gates whose cell-gate part is doubled.
+
+    tanh(x) is computed as 2·sigmoid(2x) - 1 (equal up to float rounding): with MKL, CPU tanh
+    runs in MKL's own thread pool even for a few elements, and on a busy machine waking that
+    pool costs milliseconds, several times per decoder step; sigmoid stays on the caller's
+    thread for small tensors. ``cell`` [B, H] is updated, the new hidden state written to
+    ``hidden_out`` (dropout applied first when ``dropout`` > 0, drawn as F.dropout).
+    """
+    gates, in_gate, forget_gate, cell_gate, out_gate = views
+    gates.sigmoid_()
+    cell_gate.mul_(2.0).sub_(1.0)  # tanh of the (undoubled) cell gate
+    cell.mul_(forget_gate).addcmul_(in_gate, cell_gate)
+    torch.mul(cell, 2.0, out=scratch).sigmoid_().mul_(2.0).sub_(1.0)  # tanh(cell)
+    if dropout > 0.0:
+        hidden_out.copy_(F.dropout(scratch.mul_(out_gate), dropout, training=True))
+    else:
+        torch.mul(out_gate, scratch, out=hidden_out)
 
 
 def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
