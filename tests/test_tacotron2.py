@@ -456,3 +456,74 @@ def test_r3_stop_rule_from_gate_logits() -> None:
         assert mel.shape[2] == r * n_steps and align.shape[1] == n_steps
         assert mel_lengths.tolist() == expected.tolist(), q
         assert model.last_hit_max_steps.tolist() == expected_hit.tolist()
+
+
+# -- fast inference loop ------------------------------------------------------------------------
+def step_by_step(decoder, memory, lengths, prenet_dropout: float, n_steps: int):
+    """The plain per-module decoding (prenet, then ``_step``) for ``n_steps`` forced steps."""
+    state = decoder._initial_state(memory)
+    mask = torch.arange(memory.shape[1])[None, :] >= lengths[:, None]
+    processed = decoder.attention_layer.memory_layer(memory)
+    frame = memory.new_zeros(memory.shape[0], decoder.n_mel_channels)
+    frames, gates, weights = [], [], []
+    for _ in range(n_steps):
+        out, gate = decoder._step(
+            decoder.prenet(frame, prenet_dropout), state, memory, processed, mask, False
+        )
+        frames.append(out)
+        gates.append(gate.squeeze(1))
+        weights.append(state[4])
+        frame = out[:, -decoder.n_mel_channels :]
+    batch = memory.shape[0]
+    mel = torch.stack(frames, 1).reshape(batch, -1, decoder.n_mel_channels).transpose(1, 2)
+    return mel, torch.stack(gates, 1), torch.stack(weights, 1)
+
+
+@pytest.mark.parametrize("r", [1, 3])
+@pytest.mark.parametrize("training", [False, True])
+def test_fast_infer_loop_matches_step_by_step_modules(r: int, training: bool) -> None:
+    """Same numbers (float rounding) and the same dropout draws in the same order: prenet
+    dropout always, attention/decoder dropout in training mode."""
+    model = random_model(seed=3, n_frames_per_step=r)
+    decoder = model.decoder.train(training)
+    ids, lengths = batch_of([11, 7, 4])
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths)
+        torch.manual_seed(5)
+        expected = step_by_step(decoder, memory, lengths, 0.5, 25)
+        torch.manual_seed(5)
+        mel, gates, align, _, _ = decoder.infer(memory, lengths, 0.5, 25, 0.5, False)
+    decoder.eval()
+    for actual, wanted in zip((mel, gates, align), expected, strict=True):
+        assert actual.shape == wanted.shape
+        close(actual, wanted)
+    # a different seed gives different masks, so the comparison above can fail
+    with torch.no_grad():
+        torch.manual_seed(6)
+        other = decoder.infer(memory, lengths, 0.5, 25, 0.5, False)[0]
+    assert not torch.allclose(other, mel, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_weight_cache_follows_weight_changes() -> None:
+    """The cached fused LSTM weights never go stale: load_state_dict, dtype round trips."""
+    ids, lengths = batch_of([9, 5])
+    a, b = random_model(seed=0), random_model(seed=1)
+    for model in (a, b):
+        model.prenet_dropout = 0.0
+        model.max_decoder_steps = 12
+        model.early_stopping = False
+    first = a.infer(ids, lengths)[0]
+    assert a.decoder._fused_cache is not None
+    assert not any("fused" in key for key in a.state_dict())
+    a.load_state_dict(b.state_dict())  # in place: the version counters move
+    assert torch.equal(a.infer(ids, lengths)[0], b.infer(ids, lengths)[0])
+    assert not torch.equal(first, b.infer(ids, lengths)[0])
+    for dtype in (torch.bfloat16, torch.float32, torch.float64, torch.float32):
+        a.to(dtype)  # new storage each time; a float32 one may reuse a freed address
+        b.to(dtype)
+        mel_a, mel_b = a.infer(ids, lengths)[0], b.infer(ids, lengths)[0]
+        assert mel_a.dtype == dtype and torch.equal(mel_a, mel_b)
+    with torch.no_grad():
+        a.decoder.decoder_rnn.weight_hh.mul_(0.5)  # in place, no state dict involved
+        b.decoder.decoder_rnn.weight_hh.mul_(0.5)
+    assert torch.equal(a.infer(ids, lengths)[0], b.infer(ids, lengths)[0])
