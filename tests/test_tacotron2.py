@@ -513,7 +513,7 @@ def test_fused_weight_cache_follows_weight_changes() -> None:
         model.max_decoder_steps = 12
         model.early_stopping = False
     first = a.infer(ids, lengths)[0]
-    assert a.decoder._fused_cache is not None
+    assert a.decoder._fused_cache.weights is not None
     assert not any("fused" in key for key in a.state_dict())
     a.load_state_dict(b.state_dict())  # in place: the version counters move
     assert torch.equal(a.infer(ids, lengths)[0], b.infer(ids, lengths)[0])
@@ -527,3 +527,48 @@ def test_fused_weight_cache_follows_weight_changes() -> None:
         a.decoder.decoder_rnn.weight_hh.mul_(0.5)  # in place, no state dict involved
         b.decoder.decoder_rnn.weight_hh.mul_(0.5)
     assert torch.equal(a.infer(ids, lengths)[0], b.infer(ids, lengths)[0])
+
+
+def test_onednn_and_dense_lstm_matmuls_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches use oneDNN's packed matmul where available; MKL's dense one gives the same
+    numbers up to float rounding, and the thread setting is left as it was."""
+    import ttscli.tacotron2 as tacotron2
+
+    model = random_model(seed=4)
+    model.prenet_dropout = 0.0
+    model.max_decoder_steps = 20
+    model.early_stopping = False
+    ids, lengths = batch_of([10, 6, 8])
+    threads = torch.get_num_threads()
+    mel, mel_lengths, align = model.infer(ids, lengths)
+    assert torch.get_num_threads() == threads
+    if tacotron2._onednn_linear_available():
+        assert model.decoder._fused_cache.kind == "onednn"
+    monkeypatch.setattr(tacotron2, "_onednn_linear_available", lambda: False)
+    dense_mel, dense_lengths, dense_align = model.infer(ids, lengths)
+    assert model.decoder._fused_cache.kind == "dense"
+    close(mel, dense_mel)
+    close(align, dense_align)
+    assert mel_lengths.tolist() == dense_lengths.tolist()
+
+
+def test_copies_and_pickles_after_inference() -> None:
+    """The weight cache (oneDNN tensors can be neither copied nor saved) starts empty in
+    copies, which then infer like the original."""
+    import copy
+    import io
+
+    model = random_model(seed=5)
+    model.prenet_dropout = 0.0
+    model.max_decoder_steps = 10
+    model.early_stopping = False
+    ids, lengths = batch_of([7, 5])
+    mel = model.infer(ids, lengths)[0]
+    twin = copy.deepcopy(model)
+    assert twin.decoder._fused_cache.weights is None
+    assert torch.equal(twin.infer(ids, lengths)[0], mel)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded.infer(ids, lengths)[0], mel)

@@ -112,16 +112,33 @@ class Encoder(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, lengths_cpu: torch.Tensor, enforce_sorted: bool = True
+        self,
+        x: torch.Tensor,
+        lengths_cpu: torch.Tensor,
+        enforce_sorted: bool = True,
+        single_threaded_lstm: bool = False,
     ) -> torch.Tensor:
-        """[B, E_sym, T_in] embedded ids, lengths (CPU) -> memory [B, max(lengths), E]."""
+        """[B, E_sym, T_in] embedded ids, lengths (CPU) -> memory [B, max(lengths), E].
+
+        ``single_threaded_lstm`` runs the LSTM (two small matmuls per symbol) with one CPU
+        intra-op thread, restored after: on a busy CPU each of its hundreds of parallel
+        regions would wait for a descheduled pool thread (seconds per sentence).
+        """
         for conv in self.convolutions:
             x = F.dropout(F.relu(conv(x)), 0.5, self.training)  # [B, E, T_in]
         x = x.transpose(1, 2)  # [B, T_in, E]
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths_cpu, batch_first=True, enforce_sorted=enforce_sorted
         )
-        outputs, _ = self.lstm(packed)
+        threads = torch.get_num_threads()
+        single = single_threaded_lstm and x.device.type == "cpu" and threads > 1
+        if single:
+            torch.set_num_threads(1)
+        try:
+            outputs, _ = self.lstm(packed)
+        finally:
+            if single:
+                torch.set_num_threads(threads)
         memory, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True)
         return memory  # [B, max(lengths), E]; padded steps are exactly 0
 
@@ -236,7 +253,7 @@ class Decoder(nn.Module):
             decoder_rnn_dim + encoder_embedding_dim, 1, bias=True, gain="sigmoid"
         )
         # inference-only cache of the fused LSTM weights, see _fused_lstm_weights
-        self._fused_cache: tuple[Any, ...] | None = None
+        self._fused_cache = _WeightCache()
 
     # -- one step ---------------------------------------------------------------------------
     def _initial_state(self, memory: torch.Tensor) -> list[torch.Tensor]:
@@ -315,19 +332,22 @@ class Decoder(nn.Module):
         return mel, gates, alignments
 
     # -- free running -------------------------------------------------------------------------
-    def _fused_lstm_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fused_lstm_weights(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Each LSTM cell's input and hidden weights side by side, for one matmul per cell.
 
         Attention cell: [W_ih | W_hh] over its input [prenet | context | attention hidden].
         Decoder cell: W_ih's column blocks swapped, then W_hh, over [context | attention hidden
-        | decoder hidden] (the order those sit in the inference buffer). Returned transposed,
-        [K, 4H] contiguous (a matrix-vector product streams that layout fastest), with the
-        cell-gate columns doubled (exact in floating point) for ``_lstm_cell``'s tanh through
-        sigmoid. In the weights' dtype and device. Built once and cached (about 71 MB at full
-        size); the cache
+        | decoder hidden] (the order those sit in the inference buffer). The cell-gate rows are
+        doubled (exact in floating point) for ``_lstm_cell``'s tanh through sigmoid. ``kind``
+        picks the layout: "dense" [K, 4H] contiguous for ``torch.addmm`` (a matrix-vector
+        product streams that layout fastest), "onednn" oneDNN's packed layout for
+        ``_linear_pointwise`` (tuned for 8 rows). In the weights' dtype and device.
+
+        Built once and cached (about 71 MB at full size, one layout at a time); the cache
         keeps the four source tensors alive, so their storage cannot be reused by new weights,
         and is rebuilt whenever any of them changes: new values (in place, e.g.
         ``load_state_dict``, bump the version counter), dtype, device or storage (``.to()``).
+        Copies and pickles of the model start with an empty cache.
         """
         sources = (
             self.attention_rnn.weight_ih,
@@ -335,32 +355,40 @@ class Decoder(nn.Module):
             self.decoder_rnn.weight_ih,
             self.decoder_rnn.weight_hh,
         )
-        cached = self._fused_cache
-        if cached is not None and all(
-            held.data_ptr() == w.data_ptr()
-            and held.dtype == w.dtype
-            and held.device == w.device
-            and held.shape == w.shape
-            and version == w._version
-            for held, version, w in zip(cached[0], cached[1], sources, strict=True)
+        cache = self._fused_cache
+        if (
+            cache.weights is not None
+            and cache.kind == kind
+            and all(
+                held.data_ptr() == w.data_ptr()
+                and held.dtype == w.dtype
+                and held.device == w.device
+                and held.shape == w.shape
+                and version == w._version
+                for held, version, w in zip(cache.sources, cache.versions, sources, strict=True)
+            )
         ):
-            return cached[2]
+            return cache.weights
+        cache.weights = None  # free the old layout before building the new one
         att_ih, att_hh, dec_ih, dec_hh = (w.detach() for w in sources)
         h_att = self.attention_rnn_dim
         # Plain tensors (not inference tensors) even when called under torch.inference_mode.
         with torch.inference_mode(False), torch.no_grad():
             fused = (
-                _doubled_cell_gate(torch.cat((att_ih, att_hh), dim=1)).t().contiguous(),
-                _doubled_cell_gate(torch.cat((dec_ih[:, h_att:], dec_ih[:, :h_att], dec_hh), dim=1))
-                .t()
-                .contiguous(),
+                _doubled_cell_gate(torch.cat((att_ih, att_hh), dim=1)),
+                _doubled_cell_gate(
+                    torch.cat((dec_ih[:, h_att:], dec_ih[:, :h_att], dec_hh), dim=1)
+                ),
             )
-        self._fused_cache = (
-            tuple(w.detach() for w in sources),
-            tuple(w._version for w in sources),
-            fused,
-        )
-        return fused
+            if kind == "dense":
+                weights = tuple(w.t().contiguous() for w in fused)
+            else:
+                weights = tuple(torch.ops.mkldnn._reorder_linear_weight(w, 8) for w in fused)
+        cache.kind = kind
+        cache.sources = tuple(w.detach() for w in sources)
+        cache.versions = tuple(w._version for w in sources)
+        cache.weights = weights
+        return weights
 
     def infer(
         self,
@@ -394,7 +422,44 @@ class Decoder(nn.Module):
         orders differ from the step-by-step modules by float rounding only; the random draws
         (prenet dropout, and the decoder dropouts in training mode) are the same calls on the
         same shapes in the same order.
+
+        On the CPU only the two LSTM matmuls (megabytes of weights per step) run on the
+        caller's intra-op threads (``torch.get_num_threads()``); everything else, all small,
+        runs on the calling thread alone (``torch.set_num_threads(1)`` meanwhile, restored on
+        return): on a busy CPU every parallel region waits for a descheduled pool thread,
+        which costs milliseconds per op.
         """
+        pool_threads = torch.get_num_threads() if memory.device.type == "cpu" else 1
+        if pool_threads > 1:
+            torch.set_num_threads(1)
+        try:
+            return self._decode(
+                memory,
+                memory_lengths,
+                prenet_dropout,
+                max_decoder_steps,
+                gate_threshold,
+                early_stopping,
+                stop_check_every,
+                pool_threads,
+            )
+        finally:
+            if pool_threads > 1:
+                torch.set_num_threads(pool_threads)
+
+    def _decode(
+        self,
+        memory: torch.Tensor,
+        memory_lengths: torch.Tensor,
+        prenet_dropout: float,
+        max_decoder_steps: int,
+        gate_threshold: float,
+        early_stopping: bool,
+        stop_check_every: int,
+        pool_threads: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``infer``'s work, entered with one intra-op thread; the LSTM matmuls use
+        ``pool_threads``."""
         batch, t_in, emb = memory.shape
         device, dtype = memory.device, memory.dtype
         r = self.n_frames_per_step
@@ -407,7 +472,12 @@ class Decoder(nn.Module):
         n_pre = prenet_w[-1].shape[0]
 
         # -- per-call weights (small; the big LSTM ones are cached) ----------------------------
-        att_w, dec_w = self._fused_lstm_weights()
+        # Several rows: oneDNN's packed matmul is 1.5-2x faster than MKL's for [B <= 16, K] x
+        # [K, 4096]; one row: a plain matrix-vector product, as fast as memory allows.
+        kind = "dense"
+        if batch > 1 and device.type == "cpu" and dtype == torch.float32:
+            kind = "onednn" if _onednn_linear_available() else "dense"
+        att_w, dec_w = self._fused_lstm_weights(kind)
         att_b = _doubled_cell_gate(self.attention_rnn.bias_ih + self.attention_rnn.bias_hh)
         dec_b = _doubled_cell_gate(self.decoder_rnn.bias_ih + self.decoder_rnn.bias_hh)
         proj_w = torch.cat(
@@ -471,7 +541,12 @@ class Decoder(nn.Module):
         att_dropout = self.p_attention_dropout if self.training else 0.0
         dec_dropout = self.p_decoder_dropout if self.training else 0.0
 
-        att_views, dec_views = _gate_views(att_gates), _gate_views(dec_gates)
+        def lstm_matmul(
+            bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor
+        ) -> torch.Tensor:
+            if kind == "dense":
+                return torch.addmm(bias, x, weight, out=out)
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
         step_capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
         out_buf = memory.new_empty(step_capacity, batch, n_out + 1)  # [frames | gate logit]
@@ -482,7 +557,10 @@ class Decoder(nn.Module):
         while True:
             if n_steps == step_capacity:
                 step_capacity = min(max_decoder_steps, 2 * step_capacity)
-                out_buf, align_buf = _grow(out_buf, step_capacity), _grow(align_buf, step_capacity)
+                out_buf, align_buf = (
+                    _grow(out_buf, step_capacity),
+                    _grow(align_buf, step_capacity),
+                )
                 running_buf = _grow(running_buf, step_capacity)
             # prenet -> state[:, :n_pre]
             if prenet_dropout > 0.0:
@@ -492,8 +570,12 @@ class Decoder(nn.Module):
                 torch.mm(pre_a, prenet_w[1].t(), out=pre_b)
                 torch.clamp(pre_b, min=0.0, out=prenet_slot)
             # attention LSTM cell
-            torch.addmm(att_b, att_in, att_w, out=att_gates)
-            _lstm_cell(att_views, att_c, att_h, scratch_att, att_dropout)
+            if pool_threads > 1:
+                torch.set_num_threads(pool_threads)
+            att_gates = lstm_matmul(att_b, att_in, att_w, att_gates)
+            if pool_threads > 1:
+                torch.set_num_threads(1)
+            _lstm_cell(att_gates, att_c, att_h, scratch_att, att_dropout)
             # location-sensitive attention
             torch.mm(att_h, query_w.t(), out=query_2d)
             loc_cols.copy_(loc_windows)
@@ -510,8 +592,12 @@ class Decoder(nn.Module):
             ctx_slot.copy_(context_2d)
             ctx2_slot.copy_(context_2d)
             # decoder LSTM cell, then frames and gate from [decoder hidden | context]
-            torch.addmm(dec_b, dec_in, dec_w, out=dec_gates)
-            _lstm_cell(dec_views, dec_c, dec_h, scratch_dec, dec_dropout)
+            if pool_threads > 1:
+                torch.set_num_threads(pool_threads)
+            dec_gates = lstm_matmul(dec_b, dec_in, dec_w, dec_gates)
+            if pool_threads > 1:
+                torch.set_num_threads(1)
+            _lstm_cell(dec_gates, dec_c, dec_h, scratch_dec, dec_dropout)
             step_out = out_buf[n_steps]
             torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
             n_steps += 1
@@ -532,7 +618,6 @@ class Decoder(nn.Module):
             if n_steps == max_decoder_steps:
                 break
             frame = step_out[:, n_out - n_mel : n_out]  # last frame of this step
-
         outputs = out_buf[:n_steps]  # [S, B, n_out + 1]
         gates = outputs[:, :, n_out]  # [S, B]
         # steps before each item's gate first fired (DLE's running count), from all gates
@@ -722,7 +807,7 @@ class Tacotron2(nn.Module):
             raise SynthesisError("max_decoder_steps must be at least 1")
 
         embedded = self.embedding(text_ids).transpose(1, 2)  # [B, E_sym, T_in]
-        memory = self.encoder(embedded, lengths_cpu)  # [B, T, E]
+        memory = self.encoder(embedded, lengths_cpu, single_threaded_lstm=True)  # [B, T, E]
         mel, _gates, alignments, step_lengths, running = self.decoder.infer(
             memory,
             lengths_cpu.to(device),
@@ -787,6 +872,32 @@ def _padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return positions[None, :] >= lengths[:, None]
 
 
+class _WeightCache:
+    """Holder of ``Decoder._fused_lstm_weights``' cache; copies and pickles start empty
+    (oneDNN's packed tensors can be neither copied nor saved)."""
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.sources: tuple[torch.Tensor, ...] = ()
+        self.versions: tuple[int, ...] = ()
+        self.weights: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __deepcopy__(self, memo: dict) -> _WeightCache:
+        return _WeightCache()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (_WeightCache, ())
+
+
+def _onednn_linear_available() -> bool:
+    ops = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_linear_pointwise")
+        and hasattr(ops, "_reorder_linear_weight")
+    )
+
+
 def _doubled_cell_gate(weight: torch.Tensor) -> torch.Tensor:
     """A copy of LSTM gate rows [4H, ...] (or a bias [4H]) with the cell-gate rows times 2."""
     hidden = weight.shape[0] // 4
@@ -795,21 +906,8 @@ def _doubled_cell_gate(weight: torch.Tensor) -> torch.Tensor:
     return doubled
 
 
-def _gate_views(gates: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """[B, 4H] gates in PyTorch's order (input, forget, cell, output) -> views
-    (all, input, forget, cell, output)."""
-    h = gates.shape[1] // 4
-    return (
-        gates,
-        gates[:, :h],
-        gates[:, h : 2 * h],
-        gates[:, 2 * h : 3 * h],
-        gates[:, 3 * h :],
-    )
-
-
 def _lstm_cell(
-    views: tuple[torch.Tensor, ...],
+    gates: torch.Tensor,
     cell: torch.Tensor,
     hidden_out: torch.Tensor,
     scratch: torch.Tensor,
@@ -820,10 +918,13 @@ def _lstm_cell(
     tanh(x) is computed as 2·sigmoid(2x) - 1 (equal up to float rounding): with MKL, CPU tanh
     runs in MKL's own thread pool even for a few elements, and on a busy machine waking that
     pool costs milliseconds, several times per decoder step; sigmoid stays on the caller's
-    thread for small tensors. ``cell`` [B, H] is updated, the new hidden state written to
+    thread for small tensors. ``gates`` [B, 4H] (PyTorch's order: input, forget, cell, output)
+    is overwritten, ``cell`` [B, H] updated and the new hidden state written to
     ``hidden_out`` (dropout applied first when ``dropout`` > 0, drawn as F.dropout).
     """
-    gates, in_gate, forget_gate, cell_gate, out_gate = views
+    h = cell.shape[1]
+    in_gate, forget_gate = gates[:, :h], gates[:, h : 2 * h]
+    cell_gate, out_gate = gates[:, 2 * h : 3 * h], gates[:, 3 * h :]
     gates.sigmoid_()
     cell_gate.mul_(2.0).sub_(1.0)  # tanh of the (undoubled) cell gate
     cell.mul_(forget_gate).addcmul_(in_gate, cell_gate)
