@@ -47,15 +47,9 @@ def cli() -> None:
 def _register() -> None:
     from .normalize import normalize
     from .speak import batch, say
+    from .voices import convert, download, info, voices
 
-    cli.add_command(normalize)
-    cli.add_command(say)
-    cli.add_command(batch)
-    try:
-        from .voices import convert, download, info, voices
-    except ImportError:  # voice management commands not built yet
-        return
-    for command in (voices, download, convert, info):
+    for command in (normalize, say, batch, voices, download, convert, info):
         cli.add_command(command)
 
 

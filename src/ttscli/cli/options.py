@@ -94,22 +94,12 @@ def synthesis_options(func):
 
 def build_synthesizer(params: dict):
     """Load the voice and make a Synthesizer from the CLI's synthesis options."""
-    from ..synthesizer import SynthesisConfig, Synthesizer
+    from ..synthesizer import Synthesizer
     from ..voices import load_voice
 
     started = time.perf_counter()
     voice = load_voice(params["voice"], params["tacotron2_path"], params["waveglow_path"])
-    config = SynthesisConfig(
-        sigma=params["sigma"],
-        denoiser_strength=params["denoiser_strength"],
-        max_decoder_steps=params["max_decoder_steps"],
-        seed=params["seed"],
-        device=params["device"],
-        precision=params["precision"],
-        batch_size=params["batch_size"],
-        pause_seconds=params["pause_seconds"],
-    )
-    synth = Synthesizer(voice, config)
+    synth = Synthesizer(voice, synthesis_config(params))
     if params["verbose"]:
         click.echo(f"voice: {voice.name} ({type(voice.vocoder).__name__})", err=True)
         for role, path in voice.files.items():
@@ -120,6 +110,22 @@ def build_synthesizer(params: dict):
             err=True,
         )
     return synth
+
+
+def synthesis_config(params: dict):
+    """The SynthesisConfig named by the CLI's synthesis options."""
+    from ..synthesizer import SynthesisConfig
+
+    return SynthesisConfig(
+        sigma=params["sigma"],
+        denoiser_strength=params["denoiser_strength"],
+        max_decoder_steps=params["max_decoder_steps"],
+        seed=params["seed"],
+        device=params["device"],
+        precision=params["precision"],
+        batch_size=params["batch_size"],
+        pause_seconds=params["pause_seconds"],
+    )
 
 
 def handle_errors(func):

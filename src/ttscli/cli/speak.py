@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .cluster import build_ray_pool, ray_options, report_workers
 from .options import build_synthesizer, synthesis_options
 
 AUDIO_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC"}
@@ -132,6 +134,7 @@ def _say_raw(synth, text: str) -> None:
     help="Audio file type.",
 )
 @click.option("--overwrite", is_flag=True, help="Redo every line, even those already done.")
+@ray_options
 @synthesis_options
 def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwrite: bool, **params):
     """Speak every line of INPUT into its own audio file in a folder.
@@ -147,6 +150,7 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
       ttscli batch book.txt -o wavs/
       ttscli batch metadata.csv --format id-text -o wavs/ --batch-size 8
       producer | ttscli batch - -o wavs/
+      ttscli batch corpus.txt -o /shared/wavs --ray auto     # on a running Ray cluster
     """
     from ..batchio import Manifest, clean_leftovers, read_items
 
@@ -158,13 +162,18 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
         stream, path, idle = sys.stdin.buffer, None, 0.2
     else:
         stream, path, idle = open(input_path, "rb"), input_path, None  # noqa: SIM115
-    synth = build_synthesizer(params)
-    with stream, Manifest(out_dir) as manifest:
+    pool = build_ray_pool(params, out_dir, ext) if params["ray_address"] is not None else None
+    with stream, Manifest(out_dir) as manifest, pool or contextlib.nullcontext():
+        synth = pool or build_synthesizer(params)
         if overwrite:
             manifest.reset()
         state = manifest.load()
         runner = _BatchRun(synth, manifest, state, out_dir, ext, overwrite, params["quiet"])
         runner.run(read_items(stream, fmt, path=path, idle_seconds=idle))
+    if pool is not None:
+        clean_leftovers(out_dir)  # temporary files of workers that died
+        if not params["quiet"]:
+            report_workers(pool)
     runner.finish()
 
 
@@ -238,8 +247,12 @@ class _BatchRun:
         if result.error:
             self._append(error_row(item, result.error), "error", result.error, item)
         else:
-            path = audio_path(self.out_dir, item.id, self.ext)
-            write_audio_atomic(path, result.audio, result.sample_rate)
+            written = getattr(result, "written", None)  # a Ray worker wrote it already
+            path = (
+                self.out_dir / written if written else audio_path(self.out_dir, item.id, self.ext)
+            )
+            if not written:
+                write_audio_atomic(path, result.audio, result.sample_rate)
             rtf = result.audio_seconds / max(result.compute_seconds, 1e-9)
             row = ok_row(item, path.name, result.audio_seconds, result.decoder_steps, rtf)
             self._append(row, "ok")

@@ -1,0 +1,186 @@
+"""`ttscli batch --ray`: a local Ray runtime with 2 CPUs, worker deaths, gather mode, parsing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from voicekit import write_voice
+
+from ttscli.cli import cli
+
+N_LINES = 200
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, ["batch", *map(str, args)], input=input, catch_exceptions=False)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def lines_file(tmp_path: Path, n: int = N_LINES) -> Path:
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"Line {i} of the corpus, said once.\n" for i in range(n)))
+    return src
+
+
+def assert_each_line_once(out: Path, n: int = N_LINES) -> None:
+    manifest = rows(out)
+    ids = [r["id"] for r in manifest]
+    assert sorted(ids) == [f"{i:06d}" for i in range(1, n + 1)]  # exactly once each
+    assert ids == sorted(ids)  # in input order
+    assert {r["status"] for r in manifest} == {"ok"}
+    for r in manifest:
+        audio, rate = soundfile.read(out / r["file"])
+        assert rate == 22050 and len(audio) > 0
+    leftovers = [p.name for p in out.iterdir() if p.suffix not in (".wav", ".jsonl")]
+    assert leftovers == []
+
+
+# -- parsing (no Ray needed) ------------------------------------------------------------------
+def test_ray_flag_does_not_swallow_the_next_option(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_pool(params, out_dir, ext):
+        seen.update(params)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("ttscli.cli.speak.build_ray_pool", fake_pool)
+    src = lines_file(tmp_path, 2)
+    result = run(src, "-o", tmp_path / "out", "--ray", "-q")
+    assert result.exit_code == 0, result.output
+    assert seen["ray_address"] == "local" and seen["quiet"] is True
+    result = run(src, "-o", tmp_path / "out", "--ray", "auto", "--workers", "3")
+    assert seen["ray_address"] == "auto" and seen["workers"] == 3
+
+
+def test_ray_address_that_is_a_file_name_is_a_usage_error(tmp_path):
+    result = run("--ray", "book.txt", "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "not a Ray address" in result.output and "--ray=ADDRESS" in result.output
+
+
+def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    voice = write_voice(tmp_path / "voice")
+    result = run(lines_file(tmp_path, 2), "-o", tmp_path / "out", "--ray", "--voice", voice)
+    assert result.exit_code == 1
+    assert "pip install 'ttscli[ray]'" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- a real local Ray runtime ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(
+        num_cpus=2,
+        address="local",
+        include_dashboard=False,
+        namespace="ttscli",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slow_voice(tmp_path_factory):
+    """A tiny voice whose decoder runs 150 steps per line, so a run lasts a few seconds."""
+    return write_voice(tmp_path_factory.mktemp("voice") / "tiny", steps=150)
+
+
+def kill_first_worker_when(out: Path, ray, min_rows: int, killed: list) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        manifest = out / "manifest.jsonl"
+        if manifest.exists() and manifest.read_text().count("\n") >= min_rows:
+            for entry in ray.util.list_named_actors(all_namespaces=True):
+                if entry["namespace"] == "ttscli" and entry["name"].startswith("worker-0."):
+                    ray.kill(ray.get_actor(entry["name"], namespace="ttscli"), no_restart=True)
+                    killed.append(entry["name"])
+                    return
+        time.sleep(0.01)
+
+
+def test_worker_killed_mid_run_loses_and_duplicates_nothing(ray_runtime, slow_voice, tmp_path):
+    out = tmp_path / "out"
+    killed: list[str] = []
+    killer = threading.Thread(target=kill_first_worker_when, args=(out, ray_runtime, 16, killed))
+    killer.start()
+    args = ["--voice", slow_voice, "--ray", "--workers", "2", "--batch-size", "4"]
+    result = run(lines_file(tmp_path), "-o", out, *args)
+    killer.join()
+    assert result.exit_code == 0, result.output
+    assert killed, "the run ended before a worker could be killed"
+    assert "worker-0" in result.output and "(died)" in result.output
+    assert "retried after a worker died" in result.output
+    assert_each_line_once(out)
+    # the replacement worker took part: three workers are reported
+    assert "worker-2" in result.output
+
+
+def test_gather_mode_writes_the_same_audio_as_shared_folder_mode(ray_runtime, slow_voice, tmp_path):
+    src = lines_file(tmp_path, 40)
+    args = ["--voice", slow_voice, "--ray", "--workers", "2", "--batch-size", "4", "-q"]
+    shared, gathered = tmp_path / "shared", tmp_path / "gathered"
+    assert run(src, "-o", shared, *args).exit_code == 0
+    assert run(src, "-o", gathered, *args, "--gather").exit_code == 0
+    assert_each_line_once(shared, 40)
+    assert_each_line_once(gathered, 40)
+    for r in rows(shared):
+        a, _ = soundfile.read(shared / r["file"])
+        b, _ = soundfile.read(gathered / r["file"])
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_ray_output_matches_local_lengths_and_resume_skips_done_lines(
+    ray_runtime, slow_voice, tmp_path
+):
+    src = lines_file(tmp_path, 30)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    common = ["--voice", slow_voice, "--batch-size", "4", "-q"]
+    assert run(src, "-o", local, *common).exit_code == 0
+    assert run(src, "-o", remote, *common, "--ray", "--workers", "2").exit_code == 0
+    for a, b in zip(rows(local), rows(remote), strict=True):
+        assert (a["id"], a["decoder_steps"], a["audio_seconds"]) == (
+            b["id"],
+            b["decoder_steps"],
+            b["audio_seconds"],
+        )
+    # resume: drop the last 10 files, run again, only those are redone
+    for r in rows(remote)[20:]:
+        (remote / r["file"]).unlink()
+    result = run(src, "-o", remote, *common[:-1], "--ray", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "10 ok, 20 done before" in result.output
+    manifest = rows(remote)
+    assert len(manifest) == 40
+    redone = [r["id"] for r in manifest[30:]]
+    assert redone == [f"{i:06d}" for i in range(21, 31)] and all(
+        r["status"] == "ok" and (remote / r["file"]).exists() for r in manifest[30:]
+    )
+
+
+def test_bad_lines_become_error_rows_on_workers_too(ray_runtime, slow_voice, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"A good line.\n!!! ???\nAnother good one.\n\xff\xfe bad bytes\n")
+    out = tmp_path / "out"
+    result = run(src, "-o", out, "--voice", slow_voice, "--ray", "--workers", "1", "-q")
+    assert result.exit_code == 1
+    statuses = [r["status"] for r in rows(out)]
+    assert statuses == ["ok", "error", "ok", "error"]
+    assert "nothing to say" in rows(out)[1]["error"]
+    assert "UTF-8" in rows(out)[3]["error"]
