@@ -13,6 +13,7 @@ from ttscli.training.train import (
     collate,
     guided_attention_loss,
     guided_attention_weights,
+    learning_rate,
     losses,
 )
 
@@ -113,3 +114,36 @@ def test_export_writes_a_voice_that_loads_back(tmp_path, monkeypatch):
     assert config["name"] == "ttscli-en" and config["training_steps"] == 7
     assert config["prenet_dropout"] == 0.0 and config["gate_threshold"] == 0.5
     assert config["vocoder"] == "griffin-lim" and config["sample_rate"] == 22050
+
+
+def test_learning_rate_holds_then_halves_every_1500_steps_down_to_a_floor():
+    assert learning_rate(0) == learning_rate(1999) == 1e-3
+    assert learning_rate(3500) == pytest.approx(5e-4)
+    assert learning_rate(5000) == pytest.approx(2.5e-4)
+    assert learning_rate(100_000) == pytest.approx(1e-4)
+
+
+def test_corpus_split_is_rebuilt_when_its_lines_change(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile
+
+    from ttscli.training import corpus
+
+    monkeypatch.setenv("TTSCLI_TRAIN_CACHE", str(tmp_path))
+    rendered = []
+
+    def fake_festival(items, out_dir, processes=2):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, _ in items:
+            if not (out_dir / f"{name}.wav").exists():
+                rendered.append(name)
+                tone = 0.5 * np.sin(np.arange(8000) * 0.05).astype(np.float32)
+                soundfile.write(out_dir / f"{name}.wav", tone, 32000)
+
+    monkeypatch.setattr(corpus, "render_with_festival", fake_festival)
+    corpus.build_split("train", [("a", "First line."), ("b", "Second line.")])
+    corpus.build_split("train", [("a", "First line."), ("b", "Second line.")])
+    assert rendered == ["a", "b"]  # cached: nothing rendered twice
+    path = corpus.build_split("train", [("a", "First line."), ("b", "Second."), ("c", "Third.")])
+    assert rendered == ["a", "b", "c"]  # only the new line is rendered
+    assert torch.load(path, weights_only=True)["names"] == ["a", "b", "c"]

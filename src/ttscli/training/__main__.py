@@ -16,29 +16,36 @@ def _subset(rows, n, min_chars=20, max_chars=130, seed=0):
     return rows[:n]
 
 
+def _short(rows, n, max_chars=20, seed=0):
+    """Up to n short lines (headings, "Marina Oswald"): what users type as single inputs."""
+    rows = [r for r in rows if 4 <= len(r[1]) < max_chars]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ttscli.training")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of LJSpeech transcripts")
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="render the teacher corpus (cached)")
-    render.add_argument("--train-lines", type=int, default=1600)
-    render.add_argument("--test-lines", type=int, default=60)
+    render.add_argument("--train-lines", type=int, default=5000)
+    render.add_argument("--short-lines", type=int, default=150)
+    render.add_argument("--test-lines", type=int, default=500)
     train = sub.add_parser("train", help="train (resumes from the cache)")
     train.add_argument("--minutes", type=float, default=30.0)
     train.add_argument("--threads", type=int, default=2)
     export = sub.add_parser("export", help="write the voice into the package")
     export.add_argument("--out", type=Path, default=None)
     evaluate = sub.add_parser("eval", help="quality figures on held-out lines")
-    evaluate.add_argument("--lines", type=int, default=60)
+    evaluate.add_argument("--lines", type=int, default=500)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from . import corpus
 
     if args.command == "render":
-        train_rows = _subset(
-            corpus.read_transcripts(args.data / "ljspeech_train.txt"), args.train_lines
-        )
+        all_train = corpus.read_transcripts(args.data / "ljspeech_train.txt")
+        train_rows = _subset(all_train, args.train_lines) + _short(all_train, args.short_lines)
         val_rows = corpus.read_transcripts(args.data / "ljspeech_val.txt")[:40]
         test_rows = corpus.read_transcripts(args.data / "ljspeech_test.txt")[: args.test_lines]
         for name, rows in (("val", val_rows), ("train", train_rows), ("test", test_rows)):

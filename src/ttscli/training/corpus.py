@@ -107,7 +107,8 @@ def build_split(name: str, rows: list[tuple[str, str]], processes: int = 2) -> P
 
     root = cache_dir()
     target = root / f"{name}.pt"
-    if target.exists():
+    wanted = [rid for rid, _ in rows]
+    if target.exists() and torch.load(target, weights_only=True)["names"] == wanted:
         return target
     texts = [(rid, model_text(text)) for rid, text in rows]
     render_with_festival(texts, root / "wavs", processes)

@@ -27,6 +27,9 @@ VOICE_CONFIG = dict(
 
 BATCH_SIZE = 16
 LEARNING_RATE = 1e-3
+DECAY_START_STEP = 2000  # then the rate halves every DECAY_HALF_LIFE steps, down to 1e-4
+DECAY_HALF_LIFE = 1500
+MIN_LEARNING_RATE = 1e-4
 GUIDED_SIGMA = 0.2
 GUIDED_WEIGHT = 1.0
 SEED = 1234
@@ -75,6 +78,14 @@ def batches(data, rng: random.Random, batch_size: int = BATCH_SIZE):
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(groups)
     return groups
+
+
+def learning_rate(step: int) -> float:
+    """Constant while attention forms, then an exponential decay (resumes exactly by step)."""
+    if step < DECAY_START_STEP:
+        return LEARNING_RATE
+    decayed = LEARNING_RATE * 0.5 ** ((step - DECAY_START_STEP) / DECAY_HALF_LIFE)
+    return max(MIN_LEARNING_RATE, decayed)
 
 
 def new_model(train_data):
@@ -175,6 +186,8 @@ def train(minutes: float = 30.0, threads: int = 2) -> None:
             batch = collate([train_data[i] for i in group], model.n_frames_per_step)
             mel_loss, gate_loss, attn_loss, align, steps = losses(model, batch)
             loss = mel_loss + gate_loss + GUIDED_WEIGHT * attn_loss
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = learning_rate(step)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -183,8 +196,8 @@ def train(minutes: float = 30.0, threads: int = 2) -> None:
             seconds = time.perf_counter() - started
             if step % 10 == 0:
                 log.info(
-                    "step %d mel %.4f gate %.4f attn %.4f diag %.3f (%.1f s/step, %d frames)",
-                    step, float(mel_loss), float(gate_loss), float(attn_loss),
+                    "step %d lr %.2e mel %.4f gate %.4f attn %.4f diag %.3f (%.1f s/step, %d frames)",
+                    step, learning_rate(step), float(mel_loss), float(gate_loss), float(attn_loss),
                     diagonality(align.detach(), batch[1], steps), seconds, batch[2].shape[2],
                 )  # fmt: skip
             if step % 100 == 0:
