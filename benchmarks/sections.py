@@ -197,10 +197,42 @@ def bench_embedded_voice(quick: bool = False) -> dict:
     return figures
 
 
+def bench_ray(quick: bool = False) -> dict:
+    """`ttscli batch --ray` with 1 and 2 one-thread workers (local runtime), embedded voice."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise Skip("Ray is not installed (pip install 'ttscli[ray]')")
+    lines = _lj_lines(LJ_TEST, 40 if quick else 200)
+    ttscli = str(Path(sys.executable).with_name("ttscli"))
+    env = {**os.environ, "TTSCLI_VOICE": "ttscli-en"}
+    figures = {"lines": len(lines)}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "lines.txt"
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for workers in (1, 2):
+            out = f"{tmp}/out{workers}"
+            cmd = [ttscli, "batch", str(src), "-o", out, "--ray", "--workers", str(workers)]
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            rows = [json.loads(r) for r in Path(f"{out}/manifest.jsonl").read_text().splitlines()]
+            audio = sum(r["audio_seconds"] or 0 for r in rows)
+            figures[f"workers_{workers}_ok"] = sum(r["status"] == "ok" for r in rows)
+            figures[f"workers_{workers}_exit_status"] = proc.returncode
+            figures[f"workers_{workers}_wall_seconds"] = wall
+            figures[f"workers_{workers}_x_real_time"] = audio / wall
+    figures["speedup_2_vs_1"] = (
+        figures["workers_1_wall_seconds"] / figures["workers_2_wall_seconds"]
+    )
+    return figures
+
+
 SECTIONS = {
     "text": bench_text,
     "tacotron2": bench_tacotron2,
     "waveglow": bench_waveglow,
     "end_to_end": bench_end_to_end,
     "embedded_voice": bench_embedded_voice,
+    "ray": bench_ray,
 }

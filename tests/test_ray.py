@@ -87,6 +87,7 @@ def ray_runtime():
     ray.init(
         num_cpus=2,
         address="local",
+        _node_ip_address="127.0.0.1",
         include_dashboard=False,
         namespace="ttscli",
         logging_level=logging.WARNING,
@@ -184,3 +185,12 @@ def test_bad_lines_become_error_rows_on_workers_too(ray_runtime, slow_voice, tmp
     assert statuses == ["ok", "error", "ok", "error"]
     assert "nothing to say" in rows(out)[1]["error"]
     assert "UTF-8" in rows(out)[3]["error"]
+
+
+def test_standard_input_works_on_workers(ray_runtime, slow_voice, tmp_path):
+    out = tmp_path / "out"
+    text = "".join(f"Streamed line {i}.\n" for i in range(12))
+    result = run("-", "-o", out, "--voice", slow_voice, "--ray", "--workers", "2", input=text)
+    assert result.exit_code == 0, result.output
+    assert_each_line_once(out, 12)
+    assert "12 ok" in result.output

@@ -149,7 +149,10 @@ class RayPool:
         if not ray.is_initialized():
             kwargs = dict(namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
             if self.options.address is None:
-                kwargs.update(address="local", include_dashboard=False)
+                # a private runtime on this machine: listen on the loopback interface only
+                kwargs.update(
+                    address="local", include_dashboard=False, _node_ip_address="127.0.0.1"
+                )
             else:
                 kwargs.update(address=self.options.address)
             try:

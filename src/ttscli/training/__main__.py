@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--out", type=Path, default=None)
     evaluate = sub.add_parser("eval", help="quality figures on held-out lines")
     evaluate.add_argument("--lines", type=int, default=500)
+    evaluate.add_argument(
+        "--gl-iters", type=int, nargs="*", default=None, help="Griffin-Lim iterations to compare"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "eval":
         from .evaluate import evaluate
 
-        evaluate(args.lines)
+        evaluate(args.lines, args.gl_iters)
 
 
 if __name__ == "__main__":

@@ -54,34 +54,32 @@ def leading_trailing_silence_seconds(
     return loud[0] * frame / SAMPLE_RATE, (n - 1 - loud[-1]) * frame / SAMPLE_RATE
 
 
-def evaluate(n_lines: int = 60) -> dict:
-    """Render test lines with the shipped voice and compare them with the teacher's audio."""
-    from ttscli.synthesizer import Synthesizer
-    from ttscli.voices import load_voice
+def _baseline_distances(rows, refs) -> dict[str, float]:
+    """Teacher vs Griffin-Lim of its own mel, per line; cached (it depends on the teacher only)."""
+    path = cache_dir() / "baseline_distances.json"
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    for rid, _ in rows:
+        if rid in refs and rid not in cached:
+            cached[rid] = cepstral_distance(refs[rid], griffin_lim_baseline(refs[rid]))
+    path.write_text(json.dumps(cached))
+    return cached
 
-    from .__main__ import DATA
 
-    rows = read_transcripts(DATA / "ljspeech_test.txt")[:n_lines]
-    synth = Synthesizer(load_voice("ttscli-en"))
-    wav_dir = cache_dir() / "wavs"
+def _figures(rows, refs, results, baselines) -> dict:
     stopped, within, dists, bases, peaks, silences, finite = 0, 0, [], [], [], [], True
-    results = list(synth.stream(rows))
     for (rid, _), result in zip(rows, results, strict=True):
-        ref_path = wav_dir / f"{rid}.wav"
-        if not ref_path.exists():
+        if rid not in refs or result.audio is None:
             continue
-        ref = load_teacher_audio(ref_path)
-        if result.audio is None:
-            continue
+        ref = refs[rid]
         stopped += int(not result.gate_failed)
         within += int(abs(len(result.audio) / len(ref) - 1) <= 0.2)
         finite &= bool(np.isfinite(result.audio).all())
         peaks.append(20 * math.log10(float(np.abs(result.audio).max()) + 1e-12))
         silences.append(max(leading_trailing_silence_seconds(result.audio)))
         dists.append(cepstral_distance(ref, result.audio))
-        bases.append(cepstral_distance(ref, griffin_lim_baseline(ref)))
+        bases.append(baselines[rid])
     n = len(dists)
-    figures = {
+    return {
         "lines": n,
         "gate_stop_rate": stopped / max(n, 1),
         "length_within_20pct_rate": within / max(n, 1),
@@ -93,6 +91,39 @@ def evaluate(n_lines: int = 60) -> dict:
         "max_edge_silence_seconds": max(silences) if silences else None,
         "errors": sum(1 for r in results if r.error),
     }
-    log.info("evaluation: %s", json.dumps(figures))
-    print(json.dumps(figures))
-    return figures
+
+
+def evaluate(n_lines: int = 500, griffin_lim_iters: list[int] | None = None) -> list[dict]:
+    """Render test lines with the shipped voice and compare them with the teacher's audio.
+
+    With `griffin_lim_iters`, the same lines are vocoded once per iteration count (the figure
+    that decides how few iterations keep the voice's fidelity); one JSON line each.
+    """
+    import time
+
+    from ttscli.synthesizer import Synthesizer
+    from ttscli.voices import load_voice
+
+    from .__main__ import DATA
+
+    rows = read_transcripts(DATA / "ljspeech_test.txt")[:n_lines]
+    wav_dir = cache_dir() / "wavs"
+    refs = {rid: load_teacher_audio(wav_dir / f"{rid}.wav") for rid, _ in rows
+            if (wav_dir / f"{rid}.wav").exists()}  # fmt: skip
+    baselines = _baseline_distances(rows, refs)
+    voice = load_voice("ttscli-en")
+    all_figures = []
+    for n_iter in griffin_lim_iters or [None]:
+        if n_iter is not None:
+            voice.vocoder.n_iter = n_iter
+        started = time.perf_counter()
+        results = list(Synthesizer(voice).stream(rows))
+        seconds = time.perf_counter() - started
+        figures = _figures(rows, refs, results, baselines)
+        figures["griffin_lim_iters"] = voice.vocoder.n_iter
+        audio_seconds = sum(r.audio_seconds for r in results)
+        figures["synthesis_real_time_factor"] = round(audio_seconds / max(seconds, 1e-9), 1)
+        log.info("evaluation: %s", json.dumps(figures))
+        print(json.dumps(figures), flush=True)
+        all_figures.append(figures)
+    return all_figures
