@@ -194,3 +194,142 @@ def test_standard_input_works_on_workers(ray_runtime, slow_voice, tmp_path):
     assert result.exit_code == 0, result.output
     assert_each_line_once(out, 12)
     assert "12 ok" in result.output
+
+
+# -- the driver's bookkeeping, with a stand-in for Ray (no runtime needed) ---------------------
+class _FakeRay:
+    """Just enough of Ray's API for RayPool: actors run in-process; some of them 'die'."""
+
+    class exceptions:  # noqa: N801 - mirrors ray.exceptions
+        class RayActorError(Exception):
+            pass
+
+        class RayTaskError(Exception):
+            cause = None
+
+    def __init__(self, dies):
+        self.dies = dies  # dies(actor_serial, payload) -> True: that call finds the actor dead
+        self.started = 0
+        self.killed = 0
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, cls):
+        fake = self
+
+        class Handle:
+            def __init__(self, *args):
+                self.serial = fake.started
+                fake.started += 1
+                self.body = cls(*args)
+                self.ready = _Method(lambda: (None, "fake", self.serial))
+                self.render = _Method(self._render)
+
+            def _render(self, payload):
+                if fake.dies(self.serial, payload):
+                    raise fake.exceptions.RayActorError(f"actor {self.serial} died")
+                return self.body.render(payload)
+
+        class ActorClass:
+            def options(self, **_):
+                return self
+
+            def remote(self, *args):
+                return Handle(*args)
+
+        return ActorClass()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(ref.value, BaseException):
+            raise ref.value
+        return ref.value
+
+    def kill(self, handle, no_restart=True):
+        self.killed += 1
+
+
+class _Ref:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        try:
+            return _Ref(self.fn(*args))
+        except Exception as exc:  # delivered by get(), as Ray does
+            return _Ref(exc)
+
+
+class _EchoWorker:
+    """Stands in for SynthesisWorker: one second of silence per line, or an error."""
+
+    def __init__(self, *args):
+        pass
+
+    def render(self, chunk):
+        from ttscli.distributed import RemoteResult
+
+        results = [RemoteResult(key, None, np.zeros(10), 10, 1, 0.1, 1.0) for key, _, _ in chunk]
+        return results, 0.1
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    from ttscli import distributed
+
+    def install(dies):
+        fake = _FakeRay(dies)
+        monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
+        monkeypatch.setattr(distributed, "SynthesisWorker", _EchoWorker)
+        return fake
+
+    return install
+
+
+def _pool(workers=2, max_attempts=3):
+    from ttscli.distributed import RayOptions, RayPool
+
+    options = RayOptions(workers=workers, lines_per_task=4, max_attempts=max_attempts)
+    return RayPool((None, None, None), None, options, None, ".wav", name_of=str, batch_size=2)
+
+
+def test_pool_retries_a_dead_workers_chunk_and_keeps_input_order(fake_ray):
+    died = set()
+
+    def dies(serial, payload):  # actor 0 dies on its second chunk, once
+        if serial == 0 and payload[0][2] == "line 4" and not died:
+            died.add(serial)
+            return True
+        return False
+
+    fake = fake_ray(dies)
+    with _pool() as pool:
+        out = list(pool.stream((i, f"line {i}") for i in range(20)))
+    assert [r.id for r in out] == list(range(20))
+    assert all(r.error is None for r in out)
+    assert pool.retried_lines == 4
+    assert [s.died for s in pool.stats] == [True, False, False]
+    assert fake.started == 3  # two workers and one replacement
+    assert sum(s.lines for s in pool.stats) == 20
+
+
+def test_pool_gives_up_on_a_chunk_after_max_attempts_with_error_rows(fake_ray):
+    fake_ray(lambda serial, payload: payload[0][2] == "line 4")  # any worker dies on that chunk
+    with _pool(max_attempts=3) as pool:
+        out = list(pool.stream((i, f"line {i}") for i in range(12)))
+    assert [r.id for r in out] == list(range(12))
+    errors = [r.id for r in out if r.error]
+    assert errors == [4, 5, 6, 7]
+    assert "died" in out[4].error and "3 time(s)" in out[4].error
+    assert pool.retried_lines == 8  # two retries of four lines
