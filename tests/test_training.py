@@ -138,7 +138,7 @@ def test_corpus_split_is_rebuilt_when_its_lines_change(tmp_path, monkeypatch):
             if not (out_dir / f"{name}.wav").exists():
                 rendered.append(name)
                 tone = 0.5 * np.sin(np.arange(8000) * 0.05).astype(np.float32)
-                soundfile.write(out_dir / f"{name}.wav", tone, 32000)
+                soundfile.write(out_dir / f"{name}.wav", tone, 22050)
 
     monkeypatch.setattr(corpus, "render_with_festival", fake_festival)
     corpus.build_split("train", [("a", "First line."), ("b", "Second line.")])

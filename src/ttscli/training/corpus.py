@@ -77,11 +77,12 @@ def render_with_festival(items: list[tuple[str, str]], out_dir: Path, processes:
 def load_teacher_audio(path: Path) -> np.ndarray:
     """Teacher WAV -> float32 mono at 22,050 Hz, leading/trailing silence trimmed."""
     import soundfile
-    from scipy.signal import resample_poly
 
     audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # the `train` extra
+
         g = math.gcd(rate, SAMPLE_RATE)
         audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
     return trim_silence(audio)
