@@ -172,9 +172,7 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
         runner.run(read_items(stream, fmt, path=path, idle_seconds=idle))
     if pool is not None:
         clean_leftovers(out_dir)  # temporary files of workers that died
-        if not params["quiet"]:
-            report_workers(pool)
-    runner.finish()
+    runner.finish(report=(lambda: report_workers(pool)) if pool is not None else None)
 
 
 class _BatchRun:
@@ -270,8 +268,11 @@ class _BatchRun:
             where = f"line {item.line}" if item is not None else "?"
             self.errors.append(f"{where}: {message}")
 
-    def finish(self) -> None:
+    def finish(self, report=None) -> None:
+        """Close the progress bar, print `report()` (unless quiet) and the summary; exit 1 on errors."""
         self.bar.close()
+        if report is not None and not self.quiet:
+            report()
         wall = time.perf_counter() - self.started
         summary = ", ".join(f"{n} {k}" for k, n in self.counts.items() if n)
         if self.counts["error"]:
