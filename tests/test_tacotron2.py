@@ -572,3 +572,107 @@ def test_copies_and_pickles_after_inference() -> None:
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     assert torch.equal(loaded.infer(ids, lengths)[0], mel)
+
+
+# -- one item on two threads: LSTM matmuls overlapped with the rest of the step ------------------
+def _decoder_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "ttscli-decoder-matmuls"]
+
+
+@pytest.fixture
+def overlapped(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Two intra-op threads; records each overlapped decode started."""
+    import ttscli.tacotron2 as tacotron2
+
+    started = []
+
+    class Recording(tacotron2._OverlappedMatmuls):
+        def __init__(self, *args, **kwargs) -> None:
+            started.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tacotron2, "_OverlappedMatmuls", Recording)
+    torch.set_num_threads(2)
+    yield started
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("r", [1, 3])
+@pytest.mark.parametrize("training", [False, True])
+def test_overlapped_matmuls_match_step_by_step_modules(
+    overlapped: list, r: int, training: bool
+) -> None:
+    model = random_model(seed=7, n_frames_per_step=r)
+    decoder = model.decoder.train(training)
+    ids, lengths = batch_of([13])
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths)
+        torch.manual_seed(5)
+        expected = step_by_step(decoder, memory, lengths, 0.5, 25)
+        torch.manual_seed(5)
+        mel, gates, align, _, _ = decoder.infer(memory, lengths, 0.5, 25, 0.5, False)
+    decoder.eval()
+    assert len(overlapped) == 1
+    assert torch.get_num_threads() == 2
+    assert not _decoder_threads()
+    for actual, wanted in zip((mel, gates, align), expected, strict=True):
+        close(actual, wanted)
+
+
+@pytest.mark.parametrize("name", ["fixed_steps", "early_stop"])
+def test_overlapped_matmuls_match_reference(
+    overlapped: list, dle: Tacotron2, infer_cases: dict, name: str
+) -> None:
+    """The longest row of NVIDIA's batch (no padding) decoded alone on two threads gives that
+    row (shorter rows see padding ids in their encoder convolutions, so they differ alone)."""
+    case = infer_cases[name]
+    configure(dle, case)
+    row = int(torch.argmax(case["input_lengths"]))
+    with torch.inference_mode():
+        mel, mel_lengths, align = dle.infer(
+            case["text_padded"][row : row + 1], case["input_lengths"][row : row + 1]
+        )
+    steps = mel.shape[2]
+    assert len(overlapped) == 1 and not _decoder_threads()
+    if case["early_stopping"]:
+        assert mel_lengths.tolist() == case["mel_lengths"][row : row + 1].tolist()
+    else:
+        assert steps == case["n_decoder_steps"]
+    close(mel[0], case["mel_outputs_postnet"][row, :, :steps])
+    close(align[0], case["alignments"][row, :steps])
+
+
+def test_overlapped_matmuls_end_their_thread_on_errors(
+    overlapped: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in either thread reaches the caller and leaves no thread behind."""
+    import ttscli.tacotron2 as tacotron2
+
+    model = random_model(seed=2)
+    model.early_stopping = False
+    ids, lengths = batch_of([9])
+    calls = []
+    real_cell = tacotron2._lstm_cell
+
+    def failing_cell(*args) -> None:
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        real_cell(*args)
+
+    monkeypatch.setattr(tacotron2, "_lstm_cell", failing_cell)
+    with pytest.raises(KeyboardInterrupt):
+        model.infer(ids, lengths)
+    assert not _decoder_threads()
+    monkeypatch.setattr(tacotron2, "_lstm_cell", real_cell)
+
+    def failing_part(self) -> None:
+        raise RuntimeError("helper failed")
+
+    monkeypatch.setattr(tacotron2._OverlappedMatmuls, "_attention_hidden_parts", failing_part)
+    with pytest.raises(RuntimeError, match="helper failed"):
+        model.infer(ids, lengths)
+    assert not _decoder_threads()
+    assert torch.get_num_threads() == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,6 +53,10 @@ _INITIAL_STEP_CAPACITY = 256
 # On accelerators the host asks whether decoding may stop only every this many steps, so the
 # device is not drained on every step; the few extra steps decoded are discarded.
 _ACCELERATOR_STOP_CHECK_EVERY = 16
+# Share of W_dec[att_h] · att_h the decoding thread computes itself when the LSTM matmuls are
+# overlapped (see _OverlappedMatmuls): it balances the two threads (measured: 0 -> 1.8x the
+# reference per decoder step, 0.5 -> 2.0x, 0.75 and 1.0 no better).
+_OVERLAP_CALLER_SHARE = 0.5
 
 
 def _xavier(weight: torch.Tensor, gain_name: str) -> None:
@@ -541,83 +547,80 @@ class Decoder(nn.Module):
         att_dropout = self.p_attention_dropout if self.training else 0.0
         dec_dropout = self.p_decoder_dropout if self.training else 0.0
 
-        def lstm_matmul(
-            bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor
-        ) -> torch.Tensor:
-            if kind == "dense":
-                return torch.addmm(bias, x, weight, out=out)
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
         step_capacity = min(max_decoder_steps, _INITIAL_STEP_CAPACITY)
         out_buf = memory.new_empty(step_capacity, batch, n_out + 1)  # [frames | gate logit]
         align_buf = memory.new_empty(step_capacity, batch, t_in)
         running_buf = torch.empty(step_capacity, dtype=torch.bool, device=device)
         not_finished = torch.ones(batch, dtype=torch.bool, device=device)
         n_steps = checked = 0
-        while True:
-            if n_steps == step_capacity:
-                step_capacity = min(max_decoder_steps, 2 * step_capacity)
-                out_buf, align_buf = (
-                    _grow(out_buf, step_capacity),
-                    _grow(align_buf, step_capacity),
-                )
-                running_buf = _grow(running_buf, step_capacity)
-            # prenet -> state[:, :n_pre]
-            if prenet_dropout > 0.0:
-                prenet_slot.copy_(self.prenet(frame, prenet_dropout))
-            else:
-                torch.mm(frame, prenet_w[0].t(), out=pre_a).relu_()
-                torch.mm(pre_a, prenet_w[1].t(), out=pre_b)
-                torch.clamp(pre_b, min=0.0, out=prenet_slot)
-            # attention LSTM cell
-            if pool_threads > 1:
-                torch.set_num_threads(pool_threads)
-            att_gates = lstm_matmul(att_b, att_in, att_w, att_gates)
-            if pool_threads > 1:
-                torch.set_num_threads(1)
-            _lstm_cell(att_gates, att_c, att_h, scratch_att, att_dropout)
-            # location-sensitive attention
-            torch.mm(att_h, query_w.t(), out=query_2d)
-            loc_cols.copy_(loc_windows)
-            torch.addmm(processed_memory, loc_cols_2d, loc_w.t(), out=energy_in)
-            energy_in_3d.add_(query).sigmoid_()
-            torch.mv(energy_in, v_w, out=energies)
-            if padded:
-                energies_2d.masked_fill_(mask, float("-inf"))
-            weights = torch.softmax(energies_2d, dim=1)  # [B, T_in]
-            prev_weights.copy_(weights)
-            cum_weights.add_(weights)
-            align_buf[n_steps].copy_(weights)
-            torch.bmm(weights.unsqueeze(1), memory, out=context)
-            ctx_slot.copy_(context_2d)
-            ctx2_slot.copy_(context_2d)
-            # decoder LSTM cell, then frames and gate from [decoder hidden | context]
-            if pool_threads > 1:
-                torch.set_num_threads(pool_threads)
-            dec_gates = lstm_matmul(dec_b, dec_in, dec_w, dec_gates)
-            if pool_threads > 1:
-                torch.set_num_threads(1)
-            _lstm_cell(dec_gates, dec_c, dec_h, scratch_dec, dec_dropout)
-            step_out = out_buf[n_steps]
-            torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
-            n_steps += 1
-            if early_stopping:
-                keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
-                not_finished.logical_and_(keep_going)
-                if check_every == 1:
-                    if not bool(not_finished.any()):
-                        break
+        lstm: _PooledMatmuls | _OverlappedMatmuls
+        if kind == "dense" and batch == 1 and pool_threads == 2:
+            lstm = _OverlappedMatmuls(
+                (att_w, att_b), (dec_w, dec_b), (state[:, :o_att], ctx_slot, att_h, dec_h)
+            )
+        else:
+            lstm = _PooledMatmuls(
+                (att_b, att_in, att_w), (dec_b, dec_in, dec_w), kind, pool_threads
+            )
+        try:
+            while True:
+                if n_steps == step_capacity:
+                    step_capacity = min(max_decoder_steps, 2 * step_capacity)
+                    out_buf, align_buf = (
+                        _grow(out_buf, step_capacity),
+                        _grow(align_buf, step_capacity),
+                    )
+                    running_buf = _grow(running_buf, step_capacity)
+                # prenet -> state[:, :n_pre]
+                if prenet_dropout > 0.0:
+                    prenet_slot.copy_(self.prenet(frame, prenet_dropout))
                 else:
-                    torch.any(not_finished, dim=0, out=running_buf[n_steps - 1])
-                    if n_steps % check_every == 0 or n_steps == max_decoder_steps:
-                        done = (~running_buf[checked:n_steps]).nonzero()
-                        if done.numel():
-                            n_steps = checked + int(done[0, 0]) + 1
+                    torch.mm(frame, prenet_w[0].t(), out=pre_a).relu_()
+                    torch.mm(pre_a, prenet_w[1].t(), out=pre_b)
+                    torch.clamp(pre_b, min=0.0, out=prenet_slot)
+                # attention LSTM cell
+                _lstm_cell(lstm.attention_gates(att_gates), att_c, att_h, scratch_att, att_dropout)
+                lstm.attention_hidden_ready()
+                # location-sensitive attention
+                torch.mm(att_h, query_w.t(), out=query_2d)
+                loc_cols.copy_(loc_windows)
+                torch.addmm(processed_memory, loc_cols_2d, loc_w.t(), out=energy_in)
+                energy_in_3d.add_(query).sigmoid_()
+                torch.mv(energy_in, v_w, out=energies)
+                if padded:
+                    energies_2d.masked_fill_(mask, float("-inf"))
+                weights = torch.softmax(energies_2d, dim=1)  # [B, T_in]
+                prev_weights.copy_(weights)
+                cum_weights.add_(weights)
+                align_buf[n_steps].copy_(weights)
+                torch.bmm(weights.unsqueeze(1), memory, out=context)
+                ctx_slot.copy_(context_2d)
+                ctx2_slot.copy_(context_2d)
+                # decoder LSTM cell, then frames and gate from [decoder hidden | context]
+                _lstm_cell(lstm.decoder_gates(dec_gates), dec_c, dec_h, scratch_dec, dec_dropout)
+                lstm.decoder_hidden_ready()
+                step_out = out_buf[n_steps]
+                torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
+                n_steps += 1
+                if early_stopping:
+                    keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
+                    not_finished.logical_and_(keep_going)
+                    if check_every == 1:
+                        if not bool(not_finished.any()):
                             break
-                        checked = n_steps
-            if n_steps == max_decoder_steps:
-                break
-            frame = step_out[:, n_out - n_mel : n_out]  # last frame of this step
+                    else:
+                        torch.any(not_finished, dim=0, out=running_buf[n_steps - 1])
+                        if n_steps % check_every == 0 or n_steps == max_decoder_steps:
+                            done = (~running_buf[checked:n_steps]).nonzero()
+                            if done.numel():
+                                n_steps = checked + int(done[0, 0]) + 1
+                                break
+                            checked = n_steps
+                if n_steps == max_decoder_steps:
+                    break
+                frame = step_out[:, n_out - n_mel : n_out]  # last frame of this step
+        finally:
+            lstm.close()
         outputs = out_buf[:n_steps]  # [S, B, n_out + 1]
         gates = outputs[:, :, n_out]  # [S, B]
         # steps before each item's gate first fired (DLE's running count), from all gates
@@ -887,6 +890,185 @@ class _WeightCache:
 
     def __reduce__(self) -> tuple[type, tuple]:
         return (_WeightCache, ())
+
+
+class _PooledMatmuls:
+    """Each LSTM cell's gates as one matmul over its whole input, on the intra-op thread pool.
+
+    The decoder loop runs with one intra-op thread; ``pool_threads`` are switched on for these
+    matmuls only (see ``Decoder.infer``). ``kind`` is the weights' layout (see
+    ``Decoder._fused_lstm_weights``).
+    """
+
+    def __init__(
+        self,
+        attention: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        decoder: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        kind: str,
+        pool_threads: int,
+    ) -> None:
+        self._att = attention  # (bias, input view, weight)
+        self._dec = decoder
+        self._kind = kind
+        self._pool_threads = pool_threads
+
+    def _matmul(self, operands: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        bias, x, weight = operands
+        if self._pool_threads > 1:
+            torch.set_num_threads(self._pool_threads)
+        try:
+            if self._kind == "dense":
+                return torch.addmm(bias, x, weight, out=out)
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        finally:
+            if self._pool_threads > 1:
+                torch.set_num_threads(1)
+
+    def attention_gates(self, out: torch.Tensor) -> torch.Tensor:
+        return self._matmul(self._att, out)
+
+    def attention_hidden_ready(self) -> None:
+        pass
+
+    def decoder_gates(self, out: torch.Tensor) -> torch.Tensor:
+        return self._matmul(self._dec, out)
+
+    def decoder_hidden_ready(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _OverlappedMatmuls:
+    """The LSTM matmuls split by input block, the blocks whose input is already known
+    streamed on a second thread while this one computes the rest of the step.
+
+    For one item on two CPU threads. A decoder step is bound by memory bandwidth (the LSTM
+    weights, ~71 MB at full size, are read once per step) and one thread alone nearly
+    saturates it, so a second thread gains little on a matmul but a lot when it streams
+    weights while the first computes the prenet, the attention and the projection, which are
+    small, serial and otherwise leave the memory bus idle. Per step:
+
+    - after the decoder cell of step t-1: helper ``W_dec[dec_h] · dec_h(t-1)``; caller:
+      projection, prenet, ``W_att[prenet | context] · [prenet | context(t-1)]``, attention cell;
+    - after the attention cell: helper ``W_att[att_h] · att_h(t)`` (the attention gates' share
+      for step t+1) and half of ``W_dec[att_h] · att_h(t)``; caller: attention, context(t),
+      ``W_dec[context] · context(t)``, the other half, then the sum and the decoder cell.
+
+    The same products as one matmul per cell, summed in another order (float rounding only).
+    Weights are the dense [K, 4H] layout, whose row blocks are contiguous views.
+    """
+
+    def __init__(
+        self,
+        attention: tuple[torch.Tensor, torch.Tensor],
+        decoder: tuple[torch.Tensor, torch.Tensor],
+        inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> None:
+        att_w, self._att_b = attention  # [n_x + H_att, 4 H_att] over [prenet | ctx | att_h]
+        dec_w, self._dec_b = decoder  # [E + H_att + H_dec, 4 H_dec] over [ctx | att_h | dec_h]
+        # views into the decoder state: [prenet | context], context, att hidden, dec hidden
+        self._x, self._ctx, self._att_h, self._dec_h = inputs
+        n_x, n_ctx, n_att = self._x.shape[1], self._ctx.shape[1], self._att_h.shape[1]
+        self._att_w_x, self._att_w_h = att_w[:n_x], att_w[n_x:]
+        self._dec_w_ctx = dec_w[:n_ctx]
+        split = n_ctx + n_att - int(n_att * _OVERLAP_CALLER_SHARE)
+        self._dec_w_att, self._dec_w_dec = dec_w[n_ctx:split], dec_w[n_ctx + n_att :]
+        self._dec_w_att_caller = dec_w[split : n_ctx + n_att]
+        self._att_h_helper = self._att_h[:, : split - n_ctx]
+        self._att_h_caller = self._att_h[:, split - n_ctx :]
+        self._att_from_h = torch.mm(self._att_h, self._att_w_h)  # next step's share
+        self._dec_from_dec = self._dec_b.new_empty(1, dec_w.shape[1])
+        self._dec_from_hidden = self._dec_b.new_empty(1, dec_w.shape[1])
+        self._helper = _HelperThread()
+        self._helper.submit(self._decoder_hidden_part)
+
+    def _decoder_hidden_part(self) -> None:
+        torch.mm(self._dec_h, self._dec_w_dec, out=self._dec_from_dec)
+
+    def _attention_hidden_parts(self) -> None:
+        torch.mm(self._att_h, self._att_w_h, out=self._att_from_h)
+        torch.addmm(
+            self._dec_from_dec, self._att_h_helper, self._dec_w_att, out=self._dec_from_hidden
+        )
+
+    def attention_gates(self, out: torch.Tensor) -> torch.Tensor:
+        torch.addmm(self._att_b, self._x, self._att_w_x, out=out)
+        return out.add_(self._att_from_h)
+
+    def attention_hidden_ready(self) -> None:
+        self._helper.wait()
+        self._helper.submit(self._attention_hidden_parts)
+
+    def decoder_gates(self, out: torch.Tensor) -> torch.Tensor:
+        torch.addmm(self._dec_b, self._ctx, self._dec_w_ctx, out=out)
+        out.addmm_(self._att_h_caller, self._dec_w_att_caller)
+        self._helper.wait()
+        return out.add_(self._dec_from_hidden)
+
+    def decoder_hidden_ready(self) -> None:
+        self._helper.submit(self._decoder_hidden_part)
+
+    def close(self) -> None:
+        self._helper.close()
+
+
+class _HelperThread:
+    """A background thread running one job at a time for the caller (torch ops release the
+    GIL), in the caller's inference mode with gradients off; a job's exception is raised by
+    the next ``wait``."""
+
+    def __init__(self) -> None:
+        self._go = threading.Event()
+        self._done = threading.Event()
+        self._job: Callable[[], None] | None = None
+        self._error: BaseException | None = None
+        self._pending = False
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(torch.is_inference_mode_enabled(),),
+            name="ttscli-decoder-matmuls",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, inference: bool) -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            while True:
+                self._go.wait()
+                self._go.clear()
+                job = self._job
+                if job is None:
+                    return
+                try:
+                    job()
+                except BaseException as exc:  # handed to the caller by wait()
+                    self._error = exc
+                self._done.set()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._job = job
+        self._pending = True
+        self._go.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        self._done.clear()
+        self._pending = False
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Wait for a running job (its result and error are dropped) and end the thread."""
+        if self._pending:
+            self._done.wait()
+            self._done.clear()
+            self._pending = False
+        self._job = None
+        self._go.set()
+        self._thread.join()
 
 
 def _onednn_linear_available() -> bool:
