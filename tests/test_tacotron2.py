@@ -594,6 +594,7 @@ def overlapped(monkeypatch: pytest.MonkeyPatch) -> list:
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(tacotron2, "_OverlappedMatmuls", Recording)
+    monkeypatch.setattr(tacotron2, "_OVERLAP_MIN_WEIGHT_BYTES", 0)  # the test models are tiny
     torch.set_num_threads(2)
     yield started
     torch.set_num_threads(1)
@@ -676,3 +677,24 @@ def test_overlapped_matmuls_end_their_thread_on_errors(
         model.infer(ids, lengths)
     assert not _decoder_threads()
     assert torch.get_num_threads() == 2
+
+
+def test_overlap_only_for_one_large_item_on_two_threads(
+    overlapped: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ttscli.tacotron2 as tacotron2
+
+    model = random_model(seed=2)
+    model.early_stopping = False
+    model.max_decoder_steps = 3
+    one, three = batch_of([9]), batch_of([9, 8, 7])
+    model.infer(*three)
+    torch.set_num_threads(1)
+    model.infer(*one)
+    torch.set_num_threads(2)
+    assert overlapped == []
+    model.infer(*one)
+    assert len(overlapped) == 1
+    monkeypatch.setattr(tacotron2, "_OVERLAP_MIN_WEIGHT_BYTES", 16 << 20)
+    model.infer(*one)  # weights that fit the caches: no helper thread
+    assert len(overlapped) == 1
