@@ -479,24 +479,31 @@ def step_by_step(decoder, memory, lengths, prenet_dropout: float, n_steps: int):
     return mel, torch.stack(gates, 1), torch.stack(weights, 1)
 
 
+def assert_infer_matches_step_by_step(seed: int, r: int, training: bool, lengths: list[int]):
+    """Decoder.infer and ``step_by_step`` on one random model and batch, after the same seed:
+    the same outputs (float rounding). Returns (decoder, memory, lengths, infer's mel)."""
+    model = random_model(seed=seed, n_frames_per_step=r)
+    decoder = model.decoder.train(training)
+    ids, lengths_t = batch_of(lengths)
+    with torch.no_grad():
+        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths_t)
+        torch.manual_seed(5)
+        expected = step_by_step(decoder, memory, lengths_t, 0.5, 25)
+        torch.manual_seed(5)
+        mel, gates, align, _, _ = decoder.infer(memory, lengths_t, 0.5, 25, 0.5, False)
+    decoder.eval()
+    for actual, wanted in zip((mel, gates, align), expected, strict=True):
+        assert actual.shape == wanted.shape
+        close(actual, wanted)
+    return decoder, memory, lengths_t, mel
+
+
 @pytest.mark.parametrize("r", [1, 3])
 @pytest.mark.parametrize("training", [False, True])
 def test_fast_infer_loop_matches_step_by_step_modules(r: int, training: bool) -> None:
     """Same numbers (float rounding) and the same dropout draws in the same order: prenet
     dropout always, attention/decoder dropout in training mode."""
-    model = random_model(seed=3, n_frames_per_step=r)
-    decoder = model.decoder.train(training)
-    ids, lengths = batch_of([11, 7, 4])
-    with torch.no_grad():
-        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths)
-        torch.manual_seed(5)
-        expected = step_by_step(decoder, memory, lengths, 0.5, 25)
-        torch.manual_seed(5)
-        mel, gates, align, _, _ = decoder.infer(memory, lengths, 0.5, 25, 0.5, False)
-    decoder.eval()
-    for actual, wanted in zip((mel, gates, align), expected, strict=True):
-        assert actual.shape == wanted.shape
-        close(actual, wanted)
+    decoder, memory, lengths, mel = assert_infer_matches_step_by_step(3, r, training, [11, 7, 4])
     # a different seed gives different masks, so the comparison above can fail
     with torch.no_grad():
         torch.manual_seed(6)
@@ -605,21 +612,10 @@ def overlapped(monkeypatch: pytest.MonkeyPatch) -> list:
 def test_overlapped_matmuls_match_step_by_step_modules(
     overlapped: list, r: int, training: bool
 ) -> None:
-    model = random_model(seed=7, n_frames_per_step=r)
-    decoder = model.decoder.train(training)
-    ids, lengths = batch_of([13])
-    with torch.no_grad():
-        memory = model.encoder(model.embedding(ids).transpose(1, 2), lengths)
-        torch.manual_seed(5)
-        expected = step_by_step(decoder, memory, lengths, 0.5, 25)
-        torch.manual_seed(5)
-        mel, gates, align, _, _ = decoder.infer(memory, lengths, 0.5, 25, 0.5, False)
-    decoder.eval()
+    assert_infer_matches_step_by_step(7, r, training, [13])
     assert len(overlapped) == 1
     assert torch.get_num_threads() == 2
     assert not _decoder_threads()
-    for actual, wanted in zip((mel, gates, align), expected, strict=True):
-        close(actual, wanted)
 
 
 @pytest.mark.parametrize("name", ["fixed_steps", "early_stop"])
