@@ -694,3 +694,39 @@ def test_overlap_only_for_one_large_item_on_two_threads(
     monkeypatch.setattr(tacotron2, "_OVERLAP_MIN_WEIGHT_BYTES", 16 << 20)
     model.infer(*one)  # weights that fit the caches: no helper thread
     assert len(overlapped) == 1
+
+
+# -- stop_at_text_end: the stop also follows the attention (the embedded voice's rule) ----------
+@pytest.mark.parametrize("gate_bias, expect", [(10.0, "reached"), (-10.0, "dwell")])
+def test_stop_at_text_end(gate_bias: float, expect: str) -> None:
+    """Gate always firing: each item stops at the first step where its attention summed on its
+    own last position reaches 0.5; gate never firing: where that sum reaches 12."""
+    import ttscli.tacotron2 as tacotron2
+
+    model = random_model(seed=11)
+    model.prenet_dropout = 0.0
+    model.max_decoder_steps = 200
+    with torch.no_grad():
+        model.decoder.gate_layer.linear_layer.bias.fill_(gate_bias)
+    ids, lengths = batch_of([9, 6])
+    _, lengths_off, _ = model.infer(ids, lengths)
+    if expect == "reached":
+        assert lengths_off.tolist() == [0, 0]  # NVIDIA's rule: stop at the first gate
+    else:
+        assert model.last_hit_max_steps.tolist() == [True, True]
+    model.stop_at_text_end = True
+    mel, mel_lengths, align = model.infer(ids, lengths)
+    assert model.last_hit_max_steps.tolist() == [False, False]
+    limit = tacotron2._TEXT_END_REACHED if expect == "reached" else tacotron2._TEXT_END_MAX_DWELL
+    wanted = []
+    for row, n in enumerate(lengths.tolist()):
+        on_last = align[row, :, n - 1].cumsum(0)
+        wanted.append(int((on_last >= limit).nonzero()[0, 0]))
+    assert mel_lengths.tolist() == wanted
+    assert min(wanted) > 0
+    assert mel.shape[2] == max(wanted) + 1  # the last item's stopping step is decoded
+    # only the stop moved: the same number of steps decoded with NVIDIA's rule are identical
+    model.stop_at_text_end = False
+    model.early_stopping = False
+    model.max_decoder_steps = mel.shape[2]
+    close(mel, model.infer(ids, lengths)[0])

@@ -147,3 +147,21 @@ def test_a_voice_folder_with_a_waveglow_loads_through_the_same_mechanism(tmp_pat
     voice = load_voice(str(folder))
     assert voice.name == "tiny" and type(voice.vocoder).__name__ == "WaveGlowVocoder"
     assert set(voice.files) >= {"tacotron2", "waveglow"}
+
+
+def test_stop_at_text_end_comes_from_voice_json_and_reaches_the_model(tmp_path):
+    from voicekit import write_voice
+
+    from ttscli.synthesizer import Synthesizer
+
+    plain = load_voice(str(write_voice(tmp_path / "plain")))
+    assert plain.defaults.stop_at_text_end is False
+    Synthesizer(plain).synthesize("hello")
+    assert plain.tacotron2.stop_at_text_end is False
+    voice = load_voice(str(write_voice(tmp_path / "ruled", stop_at_text_end=True)))
+    assert voice.defaults.stop_at_text_end is True
+    Synthesizer(voice).synthesize("hello")
+    assert voice.tacotron2.stop_at_text_end is True
+    from ttscli.voices import NVIDIA_DEFAULTS
+
+    assert NVIDIA_DEFAULTS.stop_at_text_end is False  # NVIDIA's voices keep NVIDIA's stop rule

@@ -37,6 +37,8 @@ class VoiceDefaults:
     prenet_dropout: float = 0.5
     pause_seconds: float = 0.3
     batch_size: int = 4
+    # decoding may stop only once the attention reached the text's end (Decoder.infer)
+    stop_at_text_end: bool = False
 
 
 @dataclass
@@ -357,6 +359,7 @@ class Synthesizer:
         taco.max_decoder_steps = self.max_decoder_steps
         taco.gate_threshold = self.gate_threshold
         taco.early_stopping = self.config.fixed_decoder_steps is None
+        taco.stop_at_text_end = bool(self.voice.defaults.stop_at_text_end)
         mel, mel_lengths, _ = taco.infer(ids.to(self.device), lengths.to(self.device))
         hit_max = taco.last_hit_max_steps.cpu().tolist()
         mel_lengths = mel_lengths.cpu()

@@ -48,6 +48,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 # Logit written over padded gate positions by forward() when mask_padding is on (as DLE).
 _PADDED_GATE_LOGIT = 1e3
+# Decoder.infer(stop_at_text_end=True): the attention summed over the steps on the last text
+# position must reach _TEXT_END_REACHED before a gate counts; at _TEXT_END_MAX_DWELL the item
+# stops (measured on the embedded voice: natural stops at sums of 1.4-7.6; "OK?" fired at 0.06,
+# cutting the text; "A" never fired in 3 of 5 runs and ran to the step limit).
+_TEXT_END_REACHED = 0.5
+_TEXT_END_MAX_DWELL = 12.0
 # Initial number of decoder steps the inference buffers hold; they double when full.
 _INITIAL_STEP_CAPACITY = 256
 # On accelerators the host asks whether decoding may stop only every this many steps, so the
@@ -409,6 +415,7 @@ class Decoder(nn.Module):
         gate_threshold: float,
         early_stopping: bool,
         stop_check_every: int = 1,
+        stop_at_text_end: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode until every gate fired (or the step limit), without the postnet.
 
@@ -420,6 +427,14 @@ class Decoder(nn.Module):
         (one device sync per k steps instead of per step); the up to k-1 steps decoded past
         the stop are dropped again, so the outputs are the same, only more dropout draws are
         consumed.
+
+        ``stop_at_text_end`` (not NVIDIA's rule, off for its voices) makes the stop follow the
+        attention as well: a gate counts only once the attention summed over the steps so far
+        on the item's last text position reaches ``_TEXT_END_REACHED`` (a gate firing early
+        cannot cut a short text off), and an item stops anyway once that sum reaches
+        ``_TEXT_END_MAX_DWELL`` (its attention parked on the last position for that many
+        steps: a gate that never fires cannot run on to the step limit); the steps counted
+        and returned follow the same rule.
 
         The same computation as ``_step`` (and NVIDIA's decoder), arranged for speed: every
         step works in place in preallocated buffers. The decoder state lives in one row per
@@ -452,6 +467,7 @@ class Decoder(nn.Module):
                 early_stopping,
                 stop_check_every,
                 pool_threads,
+                stop_at_text_end,
             )
         finally:
             if pool_threads > 1:
@@ -467,6 +483,7 @@ class Decoder(nn.Module):
         early_stopping: bool,
         stop_check_every: int,
         pool_threads: int,
+        stop_at_text_end: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``infer``'s work, entered with one intra-op thread; the LSTM matmuls use
         ``pool_threads``."""
@@ -556,6 +573,10 @@ class Decoder(nn.Module):
         align_buf = memory.new_empty(step_capacity, batch, t_in)
         running_buf = torch.empty(step_capacity, dtype=torch.bool, device=device)
         not_finished = torch.ones(batch, dtype=torch.bool, device=device)
+        if stop_at_text_end:  # per step: may this item stop here (gate fired, text end seen)
+            keep_buf = torch.empty(step_capacity, batch, dtype=torch.bool, device=device)
+            last_position = (memory_lengths.to(device) - 1).clamp(min=0).view(batch, 1)
+            on_last = memory.new_empty(batch, 1)
         n_steps = checked = 0
         lstm: _PooledMatmuls | _OverlappedMatmuls
         weight_bytes = sum(w.numel() * w.element_size() for w in (att_w, dec_w))
@@ -581,6 +602,8 @@ class Decoder(nn.Module):
                         _grow(align_buf, step_capacity),
                     )
                     running_buf = _grow(running_buf, step_capacity)
+                    if stop_at_text_end:
+                        keep_buf = _grow(keep_buf, step_capacity)
                 # prenet -> state[:, :n_pre]
                 if prenet_dropout > 0.0:
                     prenet_slot.copy_(self.prenet(frame, prenet_dropout))
@@ -612,8 +635,15 @@ class Decoder(nn.Module):
                 step_out = out_buf[n_steps]
                 torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
                 n_steps += 1
+                if stop_at_text_end:
+                    keep_going = keep_buf[n_steps - 1]
+                    torch.gather(cum_weights, 1, last_position, out=on_last)
+                    torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold, out=keep_going)
+                    keep_going.logical_or_(on_last[:, 0] < _TEXT_END_REACHED)
+                    keep_going.logical_and_(on_last[:, 0] < _TEXT_END_MAX_DWELL)
                 if early_stopping:
-                    keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
+                    if not stop_at_text_end:
+                        keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
                     not_finished.logical_and_(keep_going)
                     if check_every == 1:
                         if not bool(not_finished.any()):
@@ -634,7 +664,10 @@ class Decoder(nn.Module):
         outputs = out_buf[:n_steps]  # [S, B, n_out + 1]
         gates = outputs[:, :, n_out]  # [S, B]
         # steps before each item's gate first fired (DLE's running count), from all gates
-        keep = torch.le(torch.sigmoid(gates), gate_threshold).to(torch.int32)
+        if stop_at_text_end:
+            keep = keep_buf[:n_steps].to(torch.int32)
+        else:
+            keep = torch.le(torch.sigmoid(gates), gate_threshold).to(torch.int32)
         running = torch.cumprod(keep, dim=0)  # [S, B]
         step_lengths = running.sum(dim=0, dtype=torch.int32)
         mel = outputs[:, :, :n_out].transpose(0, 1).reshape(batch, n_steps * r, n_mel)
@@ -699,6 +732,7 @@ class Tacotron2(nn.Module):
         self.max_decoder_steps: int = int(cfg["max_decoder_steps"])
         self.gate_threshold: float = float(cfg["gate_threshold"])
         self.early_stopping: bool = not bool(cfg["decoder_no_early_stopping"])
+        self.stop_at_text_end: bool = False  # see Decoder.infer; not NVIDIA's rule
         self.last_hit_max_steps: torch.Tensor = torch.zeros(0, dtype=torch.bool)
         # Steps between host checks for "every gate fired"; None: 1 on CPU, 16 on accelerators.
         self.stop_check_every: int | None = None
@@ -829,6 +863,7 @@ class Tacotron2(nn.Module):
             float(self.gate_threshold),
             bool(self.early_stopping),
             self._stop_check_interval(device),
+            stop_at_text_end=bool(self.stop_at_text_end),
         )
         mel_post = mel + self.postnet(mel)  # [B, n_mel, F]
         mel_lengths = step_lengths * self.n_frames_per_step

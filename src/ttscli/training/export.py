@@ -32,6 +32,8 @@ VOICE_JSON = {
     "max_decoder_steps": 300,
     "gate_threshold": 0.5,
     "prenet_dropout": 0.5,
+    # the stop follows the attention too: no cut-off short texts, no runaway decoding
+    "stop_at_text_end": True,
     "pause_seconds": 0.25,
     "batch_size": 16,
     "precision": "fp16",
@@ -76,6 +78,7 @@ def tune_decoding(model, val_data, n_lines: int = 40) -> tuple[float, float, str
     free-running length closest to the teacher's: (dropout, threshold, "k/n stopped", ratio)."""
     model = model.eval()
     model.max_decoder_steps = VOICE_JSON["max_decoder_steps"]
+    model.stop_at_text_end = VOICE_JSON["stop_at_text_end"]
     lines = val_data[:n_lines]
     best = None
     for dropout in PRENET_DROPOUTS:
