@@ -147,3 +147,18 @@ def test_corpus_split_is_rebuilt_when_its_lines_change(tmp_path, monkeypatch):
     path = corpus.build_split("train", [("a", "First line."), ("b", "Second."), ("c", "Third.")])
     assert rendered == ["a", "b", "c"]  # only the new line is rendered
     assert torch.load(path, weights_only=True)["names"] == ["a", "b", "c"]
+
+
+def test_eval_text_file_rows_are_keyed_by_their_text(tmp_path):
+    from ttscli.training.__main__ import GENERAL_SENTENCES
+    from ttscli.training.evaluate import text_file_rows
+
+    path = tmp_path / "s.txt"
+    path.write_text("Hello world.\n\n  Why?  \nHello world.\n", encoding="utf-8")
+    rows = text_file_rows(path)
+    assert [text for _, text in rows] == ["Hello world.", "Why?", "Hello world."]
+    assert rows[0][0] == rows[2][0] != rows[1][0]
+    path.write_text("Why?\n", encoding="utf-8")
+    assert text_file_rows(path)[0][0] == rows[1][0]  # the id follows the text, not the line
+    general = text_file_rows(GENERAL_SENTENCES)
+    assert len(general) >= 50 and len({rid for rid, _ in general}) == len(general)

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+GENERAL_SENTENCES = Path(__file__).with_name("general_sentences.txt")
 
 
 def _subset(rows, n, min_chars=20, max_chars=130, seed=0):
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument(
         "--gl-iters", type=int, nargs="*", default=None, help="Griffin-Lim iterations to compare"
     )
+    evaluate.add_argument(
+        "--text",
+        type=Path,
+        default=None,
+        help="sentences, one per line, instead of LJSpeech's test lines "
+        f"(e.g. {GENERAL_SENTENCES.name}: everyday text unlike LJSpeech)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "eval":
         from .evaluate import evaluate
 
-        evaluate(args.lines, args.gl_iters)
+        evaluate(args.lines, args.gl_iters, args.text)
 
 
 if __name__ == "__main__":

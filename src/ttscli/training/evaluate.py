@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 
-from .corpus import SAMPLE_RATE, cache_dir, load_teacher_audio, read_transcripts
+from .corpus import (
+    SAMPLE_RATE,
+    cache_dir,
+    load_teacher_audio,
+    model_text,
+    read_transcripts,
+    render_with_festival,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +102,26 @@ def _figures(rows, refs, results, baselines) -> dict:
     }
 
 
-def evaluate(n_lines: int = 500, griffin_lim_iters: list[int] | None = None) -> list[dict]:
+def text_file_rows(path: Path) -> list[tuple[str, str]]:
+    """One sentence per non-empty line -> (id, text); the id hashes the text, so the teacher's
+    renderings and baseline distances cached under it stay valid when the file changes."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text:
+            rows.append(("text-" + hashlib.sha1(text.encode()).hexdigest()[:12], text))
+    return rows
+
+
+def evaluate(
+    n_lines: int = 500, griffin_lim_iters: list[int] | None = None, text_file: Path | None = None
+) -> list[dict]:
     """Render test lines with the shipped voice and compare them with the teacher's audio.
 
     With `griffin_lim_iters`, the same lines are vocoded once per iteration count (the figure
-    that decides how few iterations keep the voice's fidelity); one JSON line each.
+    that decides how few iterations keep the voice's fidelity); one JSON line each. With
+    `text_file`, its first `n_lines` sentences instead of LJSpeech's test lines (the teacher
+    renders them first, cached).
     """
     import time
 
@@ -106,8 +130,12 @@ def evaluate(n_lines: int = 500, griffin_lim_iters: list[int] | None = None) -> 
 
     from .__main__ import DATA
 
-    rows = read_transcripts(DATA / "ljspeech_test.txt")[:n_lines]
     wav_dir = cache_dir() / "wavs"
+    if text_file is None:
+        rows = read_transcripts(DATA / "ljspeech_test.txt")[:n_lines]
+    else:
+        rows = text_file_rows(text_file)[:n_lines]
+        render_with_festival([(rid, model_text(text)) for rid, text in rows], wav_dir)
     refs = {rid: load_teacher_audio(wav_dir / f"{rid}.wav") for rid, _ in rows
             if (wav_dir / f"{rid}.wav").exists()}  # fmt: skip
     baselines = _baseline_distances(rows, refs)
