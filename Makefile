@@ -60,9 +60,10 @@ voice: voice-deps ## render the corpus (cached), train VOICE_MINUTES more (resum
 	$(PY) -m ttscli.training train --minutes $(VOICE_MINUTES)
 	$(PY) -m ttscli.training export
 
-voice-eval: voice-deps ## quality figures of the shipped voice on held-out test lines
+voice-eval: voice-deps ## quality figures of the shipped voice: LJSpeech test lines, then everyday sentences
 	$(PY) -m ttscli.training render
 	$(PY) -m ttscli.training eval
+	$(PY) -m ttscli.training eval --text src/ttscli/training/general_sentences.txt
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
