@@ -635,15 +635,14 @@ class Decoder(nn.Module):
                 step_out = out_buf[n_steps]
                 torch.addmm(proj_b, proj_in, proj_w.t(), out=step_out)
                 n_steps += 1
+                if early_stopping or stop_at_text_end:
+                    keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
                 if stop_at_text_end:
-                    keep_going = keep_buf[n_steps - 1]
                     torch.gather(cum_weights, 1, last_position, out=on_last)
-                    torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold, out=keep_going)
                     keep_going.logical_or_(on_last[:, 0] < _TEXT_END_REACHED)
                     keep_going.logical_and_(on_last[:, 0] < _TEXT_END_MAX_DWELL)
+                    keep_buf[n_steps - 1] = keep_going
                 if early_stopping:
-                    if not stop_at_text_end:
-                        keep_going = torch.le(torch.sigmoid(step_out[:, n_out]), gate_threshold)
                     not_finished.logical_and_(keep_going)
                     if check_every == 1:
                         if not bool(not_finished.any()):
