@@ -48,11 +48,14 @@ bench: install ## measure and print a table + one JSON line
 	$(PY) -m benchmarks $(if $(REF),--ref $(REF),)
 
 VOICE_MINUTES ?= 30
+# Teacher (festival + HTS voice) and everyday sentences for its corpus (fortune-cookie files).
+VOICE_APT = festival festvox-us-slt-hts fortunes
 
 # The embedded voice: festival's HTS voice as teacher (Debian packages, installed when missing).
 voice-deps: install
-	command -v festival >/dev/null || { apt-get update -qq && apt-get install -y -qq festival festvox-us-slt-hts; } \
-		|| { sudo apt-get update -qq && sudo apt-get install -y -qq festival festvox-us-slt-hts; }
+	{ command -v festival >/dev/null && test -d /usr/share/games/fortunes; } \
+		|| { apt-get update -qq && apt-get install -y -qq $(VOICE_APT); } \
+		|| { sudo apt-get update -qq && sudo apt-get install -y -qq $(VOICE_APT); }
 	$(PIP) install -q -e ".[train]"
 
 voice: voice-deps ## render the corpus (cached), train VOICE_MINUTES more (resumes), export

@@ -162,3 +162,35 @@ def test_eval_text_file_rows_are_keyed_by_their_text(tmp_path):
     assert text_file_rows(path)[0][0] == rows[1][0]  # the id follows the text, not the line
     general = text_file_rows(GENERAL_SENTENCES)
     assert len(general) >= 50 and len({rid for rid, _ in general}) == len(general)
+
+
+def test_everyday_sentences_split_fortune_cookies_and_drop_what_a_teacher_cannot_read(tmp_path):
+    from ttscli.training.corpus import everyday_sentences
+
+    (tmp_path / "fortunes").write_text(
+        "Absence makes the heart grow fonder. Or so they say!\n"
+        "\t\t-- Somebody Famous\n%\n"
+        "Q: Why did the chicken cross the road?\n%\n"
+        "Use <b>bold</b> text.\n%\n"
+        "Is it raining?\n%\n"
+        "Hi.\n%\n"
+        "I owe you $5.\n%\n"
+        "STOP SHOUTING.\n%\n"
+        "The quick brown fox jumps over the lazy dog.\n",
+        encoding="latin-1",
+    )
+    (tmp_path / "ethnic").write_text("Not a collection that is read.\n", encoding="latin-1")
+    held_out = {"The quick brown fox jumps over the lazy dog."}
+    rows = everyday_sentences(100, folder=tmp_path, exclude=held_out)
+    assert sorted(text for _, text in rows) == [
+        "Absence makes the heart grow fonder.",
+        "I owe you $5.",
+        "Is it raining?",
+        "Or so they say!",
+    ]  # "Hi." is under 4 characters, the rest is attribution, dialogue, markup, capitals
+    ids = {text: rid for rid, text in rows}
+    assert ids["Is it raining?"].startswith("everyday-") and len(set(ids.values())) == 4
+    again = everyday_sentences(100, folder=tmp_path, exclude=held_out)
+    assert again == rows  # seeded order, ids from the text
+    assert everyday_sentences(2, folder=tmp_path, exclude=held_out) == rows[:2]
+    assert everyday_sentences(5, folder=tmp_path / "missing") == []

@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     render.add_argument("--train-lines", type=int, default=5000)
     render.add_argument("--short-lines", type=int, default=150)
     render.add_argument("--test-lines", type=int, default=500)
+    render.add_argument(
+        "--everyday-lines",
+        type=int,
+        default=3000,
+        help="sentences from the `fortunes` package added to the train split (questions, "
+        "exclamations, short replies; 0: none)",
+    )
     train = sub.add_parser("train", help="train (resumes from the cache)")
     train.add_argument("--minutes", type=float, default=30.0)
     train.add_argument("--threads", type=int, default=2)
@@ -53,10 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from . import corpus
+    from .evaluate import text_file_rows
 
     if args.command == "render":
         all_train = corpus.read_transcripts(args.data / "ljspeech_train.txt")
         train_rows = _subset(all_train, args.train_lines) + _short(all_train, args.short_lines)
+        if args.everyday_lines:
+            held_out = {text for _, text in text_file_rows(GENERAL_SENTENCES)}
+            everyday = corpus.everyday_sentences(args.everyday_lines, exclude=held_out)
+            if not everyday:
+                logging.warning(
+                    "no fortune files in %s: apt-get install fortunes", corpus.FORTUNES_DIR
+                )
+            train_rows += everyday
         val_rows = corpus.read_transcripts(args.data / "ljspeech_val.txt")[:40]
         test_rows = corpus.read_transcripts(args.data / "ljspeech_test.txt")[: args.test_lines]
         for name, rows in (("val", val_rows), ("train", train_rows), ("test", test_rows)):

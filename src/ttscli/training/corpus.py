@@ -1,10 +1,13 @@
-"""The teacher corpus: festival's HTS voice renders cleaned LJSpeech lines into log-mels."""
+"""The teacher corpus: festival's HTS voice renders cleaned text lines into log-mels."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +36,47 @@ def read_transcripts(path: Path) -> list[tuple[str, str]]:
         if "|" in line:
             rows.append(tuple(line.split("|", 1)))
     return rows
+
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# Collections of the Debian `fortunes` package read for everyday sentences (LJSpeech is 19th- and
+# 20th-century prose with few questions, exclamations or short replies). Offensive ones are left.
+FORTUNE_COLLECTIONS = (
+    "fortunes", "wisdom", "people", "work", "food", "education", "computers", "science", "love",
+    "family", "friendship", "humorists", "literature", "medicine", "miscellaneous", "pets",
+    "platitudes", "sports", "kids", "law", "cookie", "magic", "news", "riddles", "linux",
+)  # fmt: skip
+_FORTUNE_SENTENCE = re.compile(r"[A-Za-z0-9 ,.;:!?'$%&()-]+[.!?]")
+
+
+def everyday_sentences(
+    n: int, folder: Path = FORTUNES_DIR, exclude: set[str] = frozenset(), seed: int = 0
+) -> list[tuple[str, str]]:
+    """Up to n (id, sentence) pairs of 4-120 characters split out of fortune-cookie files.
+
+    Attributions ("-- Author") and anything with markup, dialogue labels ("Q:") or odd symbols
+    are dropped; the order is seeded; the id hashes the sentence, so renderings stay cached.
+    """
+    found: set[str] = set()
+    for name in FORTUNE_COLLECTIONS:
+        path = folder / name
+        if not path.exists():
+            continue
+        for cookie in path.read_text(encoding="latin-1").split("\n%\n"):
+            cookie = " ".join(re.sub(r"\n\s*--.*$", "", cookie.strip(), flags=re.S).split())
+            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", cookie):
+                sentence = sentence.strip()
+                if (
+                    4 <= len(sentence) <= 120
+                    and _FORTUNE_SENTENCE.fullmatch(sentence)
+                    and not re.match(r"^[A-Za-z' -]{1,20}:", sentence)
+                    and not sentence.isupper()
+                    and sentence not in exclude
+                ):
+                    found.add(sentence)
+    rows = sorted(found)
+    random.Random(seed).shuffle(rows)
+    return [("everyday-" + hashlib.sha1(s.encode()).hexdigest()[:12], s) for s in rows[:n]]
 
 
 def model_text(text: str) -> str:
