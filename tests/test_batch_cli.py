@@ -17,7 +17,17 @@ from voicekit import write_voice
 
 from ttscli.cli import cli
 
-KEYS = {"id", "text", "file", "status", "error", "audio_seconds", "decoder_steps", "rtf"}
+KEYS = {
+    "id",
+    "text",
+    "file",
+    "status",
+    "error",
+    "audio_seconds",
+    "decoder_steps",
+    "rtf",
+    "settings",
+}
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +273,57 @@ def test_summary_is_printed_unless_quiet(voice_dir, tmp_path):
     assert "1 ok; " in result.stderr and "real time" in result.stderr
     result = CliRunner().invoke(cli, [*argv, "-q", "--overwrite"])
     assert result.exit_code == 0 and result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "setup, args, code, message",
+    [
+        (None, ["missing.txt", "-o", "out"], 2, "does not exist"),
+        ("file", ["in.txt", "-o", "in.txt/sub"], 2, "cannot use"),
+        ("manifest-dir", ["in.txt", "-o", "out"], 1, "cannot"),
+    ],
+)
+def test_batch_file_mistakes_get_one_line_errors(voice_dir, tmp_path, monkeypatch, setup, args,
+                                                 code, message):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    if setup:
+        Path("in.txt").write_text("hello\n", encoding="utf-8")
+    if setup == "manifest-dir":
+        Path("out/manifest.jsonl").mkdir(parents=True)
+    result = batch(voice_dir, *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    if setup is None:
+        assert not Path("out").exists()  # nothing created for a run that cannot start
+
+
+def test_a_line_whose_file_cannot_be_written_becomes_an_error_row(voice_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\n", encoding="utf-8")
+    out = tmp_path / "out"
+    (out / "000001.wav").mkdir(parents=True)  # a folder where line 1's file goes
+    result = batch(voice_dir, src, "-o", out)
+    assert result.exit_code == 1
+    rows = manifest(out)
+    assert [r["status"] for r in rows] == ["error", "ok"]
+    assert "cannot write" in rows[0]["error"] and rows[1]["file"] == "000002.wav"
+    (out / "000001.wav").rmdir()
+    assert batch(voice_dir, src, "-o", out).exit_code == 0  # resumes: only line 1 redone
+    assert [r["status"] for r in manifest(out)] == ["error", "ok", "ok"]
+
+
+def test_resume_redoes_lines_spoken_with_other_settings_or_voice(voice_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert batch(voice_dir, src, "-o", out, "--seed", "1").exit_code == 0
+    assert batch(voice_dir, src, "-o", out, "--seed", "1").exit_code == 0
+    assert len(manifest(out)) == 2  # same settings: nothing redone
+    assert batch(voice_dir, src, "-o", out, "--seed", "2").exit_code == 0
+    rows = manifest(out)
+    assert len(rows) == 4 and rows[0]["settings"] != rows[2]["settings"]
+    other = write_voice(tmp_path / "other")  # same weights, another voice folder
+    assert batch(other, src, "-o", out, "--seed", "2").exit_code == 0
+    assert len(manifest(out)) == 6
+    assert batch(other, src, "-o", out, "--seed", "2").exit_code == 0
+    assert len(manifest(out)) == 6

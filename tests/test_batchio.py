@@ -37,7 +37,17 @@ from ttscli.batchio import (
 )
 from ttscli.errors import TTSError
 
-KEYS = {"id", "text", "file", "status", "error", "audio_seconds", "decoder_steps", "rtf"}
+KEYS = {
+    "id",
+    "text",
+    "file",
+    "status",
+    "error",
+    "audio_seconds",
+    "decoder_steps",
+    "rtf",
+    "settings",
+}
 
 
 def items(data: bytes, fmt: str = "auto", path: str | None = "in.txt") -> list[InputItem]:

@@ -86,11 +86,19 @@ def test_say_flac_and_stdout_and_raw(voice_dir, tmp_path):
         (["say", "hi", "-o", "x.wav", "--raw"], 2, "not both"),
         (["say", "hi", "-o", "x.wav", "--precision", "fp64"], 2, "fp64"),
         (["say", "hi", "-o", "x.wav", "--batch-size", "0"], 2, "batch-size"),
-        (["say", "hi", "-o", "x.wav", "--voice", "no-such-voice"], 1, "unknown voice"),
+        (["say", "hi", "-o", "x.wav", "--voice", "no-such-voice"], 2, "unknown voice"),
+        (["say", "", "-o", "x.wav"], 2, "TEXT is empty"),
+        (["say", "hi", "-o", "x.wav", "--pause", "inf"], 2, "--pause"),
+        (["say", "hi", "-o", "x.wav", "--seed", "99999999999999999999"], 2, "--seed"),
+        (["say", "hi", "-o", "x.wav", "--sigma", "nan"], 2, "--sigma"),
+        (["say", "hi", "-o", "no-such-dir/x.wav"], 2, "does not exist"),
+        (["say", "hi", "-o", "."], 2, ".wav or .flac"),
+        (["say", "hi", "-o", "dir.wav"], 2, "is a folder"),
     ],
 )
 def test_say_mistakes_get_one_line_errors(args, code, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir.wav").mkdir()
     result = run(*args)
     assert result.exit_code == code
     assert message in result.output
@@ -110,7 +118,10 @@ def test_say_fp16_without_cuda_is_a_clear_error(voice_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("has CUDA")
     result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--precision", "fp16")
-    assert result.exit_code == 1 and "fp16 needs a CUDA GPU" in result.output
+    assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.output
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA GPU" in result.output
+    assert not (tmp_path / "x.wav").exists()
 
 
 def test_envvars_set_defaults(voice_dir, tmp_path, monkeypatch):
@@ -127,3 +138,79 @@ def test_say_uses_the_embedded_voice_when_nothing_else_is_installed(tmp_path):
     assert "voice: ttscli-en" in result.stderr
     audio, rate = soundfile.read(out)
     assert rate == 22050 and 0.3 < len(audio) / rate < 3.0
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"hello \xff\xfe world\n", "byte 0xff at offset 6"),
+        ("hello".encode("utf-16"), "UTF-16"),
+    ],
+)
+def test_say_refuses_standard_input_that_is_not_utf8(voice_dir, tmp_path, data, message):
+    result = run("say", "-", "-o", tmp_path / "x.wav", "--voice", voice_dir, input=data)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_say_will_not_write_audio_to_a_terminal(voice_dir, monkeypatch):
+    import ttscli.cli.speak as speak
+
+    monkeypatch.setattr(speak, "_stdout_is_terminal", lambda: True)
+    for args in (["-o", "-"], ["--raw"]):
+        result = run("say", "hi", *args, "--voice", voice_dir)
+        assert result.exit_code == 2 and "terminal" in result.output
+
+
+def test_say_speaks_text_longer_than_one_item_sentence_by_sentence(voice_dir, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    import ttscli.cli.options as options
+    from ttscli.synthesizer import SynthesisConfig
+
+    make_config = options.synthesis_config
+    monkeypatch.setattr(
+        options,
+        "synthesis_config",
+        lambda p: SynthesisConfig(**{**make_config(p).__dict__, "max_chars": 12}),  # fmt: skip
+    )
+    out = tmp_path / "long.wav"
+    result = run("say", "First one. Second one.", "-o", out, "--voice", voice_dir, "--pause", "0.1")
+    assert result.exit_code == 0, result.output
+    audio, rate = soundfile.read(out)
+    assert len(audio) == 2 * 20 * 256 + 2205  # two sentences and one pause
+
+
+def test_a_broken_voice_folder_does_not_break_the_others(voice_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "voices" / "broken").mkdir(parents=True)
+    (home / "voices" / "broken" / "voice.json").write_text("{bad", encoding="utf-8")
+    monkeypatch.setenv("TTSCLI_HOME", str(home))
+    assert run("voices").exit_code == 0
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir)
+    assert result.exit_code == 0, result.output
+    result = run("say", "hi", "-o", tmp_path / "y.wav", "--voice", "broken")
+    assert result.exit_code == 1 and "cannot read" in result.output  # named: says why
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch_size": "four"}, "'batch_size' must be an integer"),
+        ({"gate_threshold": True}, "'gate_threshold' must be a number"),
+        ({"griffin_lim": {"n_iter": "x"}}, "'griffin_lim.n_iter' must be an integer"),
+        ({"sample_rate": 22050.5}, "'sample_rate' must be an integer"),
+    ],
+)
+def test_wrongly_typed_voice_json_values_are_clear_errors(voice_dir, tmp_path, change, message):
+    import shutil
+
+    folder = tmp_path / "voice"
+    shutil.copytree(voice_dir, folder)
+    config = json.loads((folder / "voice.json").read_text())
+    config.update(change)
+    if "griffin_lim" in change:
+        config["vocoder"] = "griffin-lim"
+    (folder / "voice.json").write_text(json.dumps(config))
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", folder)
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output

@@ -9,13 +9,14 @@ import pytest
 import torch
 from voicekit import tiny_tacotron2
 
-from ttscli.errors import SynthesisError
+from ttscli.errors import ConfigError, SynthesisError
 from ttscli.synthesizer import (
     FLUSH,
     SynthesisConfig,
     Synthesizer,
     Voice,
     VoiceDefaults,
+    resolve_device,
     resolve_precision,
 )
 
@@ -178,8 +179,16 @@ def test_precision_resolution(name, device, expected):
 
 @pytest.mark.parametrize("name", ["fp16", "int8"])
 def test_bad_precision_on_cpu_is_refused(name):
-    with pytest.raises(SynthesisError):
+    with pytest.raises(ConfigError, match=name):
         resolve_precision(name, torch.device("cpu"))
+
+
+def test_a_device_that_cannot_be_had_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
 
 
 def test_bf16_vocoder_path_runs_on_cpu():

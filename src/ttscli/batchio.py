@@ -37,7 +37,9 @@ Manifest (`Manifest`)
     ``DIR/manifest.jsonl``: one JSON object per line with the keys ``id``, ``text``, ``file``
     (relative to DIR, or null), ``status`` (``ok``, ``error``, ``skipped`` for blank lines),
     ``error`` (a message when status is ``error``, else null), ``audio_seconds``,
-    ``decoder_steps`` and ``rtf`` (seconds of audio per second of compute); rows of items
+    ``decoder_steps``, ``rtf`` (seconds of audio per second of compute) and ``settings`` (a
+    key of what decides the audio: the voice's files and the synthesis options, see
+    `settings_key`; null on rows that are not ``ok``); rows of items
     without an id (rejected or unparseable lines) add ``line`` (1-based) and ``raw_id``.
     One row per attempt, appended in one ``write()`` each, so a ``kill -9`` tears at most the
     last line: readers skip lines that are not JSON objects, and the next append starts on a
@@ -48,9 +50,10 @@ Manifest (`Manifest`)
     run.
 
 Resume (`should_skip`)
-    A line needs no new row when its id's state is an ``ok`` row for the same text and file
-    name and that file exists, or when it is a blank line whose ``skipped`` row was recorded.
-    Everything else (failed lines included) is attempted again and gets a new row.
+    A line needs no new row when its id's state is an ``ok`` row for the same text, file name
+    and settings and that file exists, or when it is a blank line whose ``skipped`` row was
+    recorded. Everything else (failed lines, and lines spoken with another voice or other
+    options) is attempted again and gets a new row, so a folder never mixes two voices.
 
 Audio files (`write_audio_atomic`)
     16-bit PCM WAV or FLAC by extension, written to ``.<name>.<pid>.tmp`` in the same folder,
@@ -61,6 +64,7 @@ Audio files (`write_audio_atomic`)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -91,6 +95,7 @@ __all__ = [
     "id_problem",
     "ok_row",
     "read_items",
+    "settings_key",
     "should_skip",
     "skipped_row",
     "write_audio_atomic",
@@ -366,6 +371,7 @@ def _row(item: InputItem, status: str, **values: object) -> dict:
         "audio_seconds": None,
         "decoder_steps": None,
         "rtf": None,
+        "settings": None,
     }
     row.update(values)
     if item.id is None:
@@ -380,9 +386,15 @@ def _finite(value: float, digits: int) -> float | None:
 
 
 def ok_row(
-    item: InputItem, file: str, audio_seconds: float, decoder_steps: int, rtf: float
+    item: InputItem,
+    file: str,
+    audio_seconds: float,
+    decoder_steps: int,
+    rtf: float,
+    settings: str | None = None,
 ) -> dict:
-    """The row of a line whose audio was written to DIR/file (file relative to DIR)."""
+    """The row of a line whose audio was written to DIR/file (file relative to DIR), spoken
+    with `settings` (a `settings_key`)."""
     return _row(
         item,
         "ok",
@@ -390,7 +402,14 @@ def ok_row(
         audio_seconds=_finite(audio_seconds, 4),
         decoder_steps=int(decoder_steps),
         rtf=_finite(rtf, 3),
+        settings=settings,
     )
+
+
+def settings_key(settings: dict) -> str:
+    """A short, stable key of JSON-able settings (equal settings, equal keys)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def error_row(item: InputItem, message: str) -> dict:
@@ -447,11 +466,14 @@ class Manifest:
         """The rows in the file, in order, skipping lines that are not JSON objects."""
         if not self.path.exists():
             return
-        with open(self.path, "rb") as f:
-            for raw in f:
-                row = _parse_row(raw)
-                if row is not None:
-                    yield row
+        try:
+            with open(self.path, "rb") as f:
+                for raw in f:
+                    row = _parse_row(raw)
+                    if row is not None:
+                        yield row
+        except OSError as exc:
+            raise TTSError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
 
     def load(self) -> ManifestState:
         """The state earlier runs left: the last row per id, the blank lines recorded."""
@@ -530,11 +552,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def should_skip(item: InputItem, out_dir: Path | str, state: ManifestState, ext: str) -> bool:
+def should_skip(
+    item: InputItem,
+    out_dir: Path | str,
+    state: ManifestState,
+    ext: str,
+    settings: str | None = None,
+) -> bool:
     """True when an earlier run already recorded this line, so it needs no new row.
 
     That is a blank line whose skipped row exists, or a line whose id's last row is ``ok``
-    for the same text and file name, with that audio file present in out_dir.
+    for the same text, file name and `settings`, with that audio file present in out_dir.
     """
     if item.blank:
         return item.line in state.blank_lines
@@ -542,6 +570,8 @@ def should_skip(item: InputItem, out_dir: Path | str, state: ManifestState, ext:
         return False
     row = state.rows_by_id.get(item.id)
     if row is None or row.get("status") != "ok" or row.get("text") != item.text:
+        return False
+    if row.get("settings") != settings:
         return False
     path = audio_path(out_dir, item.id, ext)
     return row.get("file") == path.name and path.is_file()

@@ -17,6 +17,14 @@ class VoiceError(TTSError):
     """A voice cannot be found or assembled."""
 
 
+class UnknownVoiceError(VoiceError, LookupError):
+    """No voice has the name asked for (a mistyped name, not a broken voice)."""
+
+
+class ConfigError(TTSError, ValueError):
+    """A per-call option cannot be honoured here (no CUDA GPU, fp16 on the CPU, ...)."""
+
+
 class SynthesisError(TTSError):
     """Synthesis of an item failed (decoder never stopped, non-finite audio, ...)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import SynthesisError, TextError, TTSError
+from .errors import ConfigError, SynthesisError, TextError, TTSError
 from .segment import halve, segment, split_to_budget
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,12 @@ def resolve_device(name: str | None) -> torch.device:
     """'auto' (or None) picks CUDA when available, else the CPU."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SynthesisError("--device cuda was asked for, but no CUDA GPU is available")
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
     return device
 
 
@@ -124,10 +127,10 @@ def resolve_precision(name: str | None, device: torch.device) -> tuple[torch.dty
     """
     name = name or "fp32"
     if name not in PRECISIONS:
-        raise SynthesisError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "fp16":
         if device.type != "cuda":
-            raise SynthesisError("fp16 needs a CUDA GPU; on the CPU use --precision bf16")
+            raise ConfigError("fp16 needs a CUDA GPU; on the CPU use --precision bf16")
         return torch.float16, torch.float16
     if name == "bf16":
         if device.type == "cpu" and not cpu_has_fast_bf16():

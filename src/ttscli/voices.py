@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import VoiceError
+from .errors import UnknownVoiceError, VoiceError
 from .synthesizer import Voice, VoiceDefaults
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).parent / "voices"
 EMBEDDED_VOICE = "ttscli-en"
@@ -136,8 +139,7 @@ def list_voices() -> list[VoiceInfo]:
             )
         )
     seen = set()
-    for folder in _voice_dirs():
-        config = _read_voice_json(folder)
+    for folder, config in _readable_voice_dirs():
         name = config.get("name", folder.name)
         if name in seen:
             continue
@@ -158,6 +160,18 @@ def list_voices() -> list[VoiceInfo]:
     return infos
 
 
+def _readable_voice_dirs() -> list[tuple[Path, dict]]:
+    """Voice folders with their voice.json; a broken one is skipped with a warning, so it
+    cannot stop every other voice from loading (naming it explicitly still reports why)."""
+    found = []
+    for folder in _voice_dirs():
+        try:
+            found.append((folder, _read_voice_json(folder)))
+        except VoiceError as exc:
+            log.warning("skipping voice folder %s: %s", folder, exc)
+    return found
+
+
 def default_voice_name() -> str:
     """NVIDIA's voice when installed, else the embedded one."""
     for info in list_voices():
@@ -176,12 +190,27 @@ def _read_voice_json(folder: Path) -> dict:
     return config
 
 
-def _defaults_from(config: dict, base: VoiceDefaults) -> VoiceDefaults:
+def _defaults_from(config: dict, base: VoiceDefaults, where: Path | None = None) -> VoiceDefaults:
+    """The voice's defaults: voice.json's values over ``base``, each checked for its type."""
     values = {}
     for key in VoiceDefaults.__dataclass_fields__:
         if config.get(key) is not None:
-            values[key] = config[key]
+            values[key] = _typed(config[key], type(getattr(base, key)), key, where)
     return VoiceDefaults(**{**base.__dict__, **values})
+
+
+def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
+    """value as kind (bool, int or float; a whole float may be an int), or a VoiceError."""
+    ok = isinstance(value, bool) if kind is bool else (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        and (kind is float or float(value).is_integer())
+        and value == value and abs(value) != float("inf")
+    )  # fmt: skip
+    if not ok:
+        source = f"{where / 'voice.json'}: " if where else ""
+        expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise VoiceError(f"{source}{key!r} must be {expected}, not {value!r}")
+    return kind(value)
 
 
 def _vocoder_from(config: dict, folder: Path | None, waveglow_path: Path | None):
@@ -192,10 +221,12 @@ def _vocoder_from(config: dict, folder: Path | None, waveglow_path: Path | None)
         kind = "waveglow"
     if kind == "griffin-lim":
         settings = config.get("griffin_lim") or {}
+        if not isinstance(settings, dict):
+            raise VoiceError(f"'griffin_lim' must be an object, not {settings!r}")
         return GriffinLimVocoder(
-            n_iter=int(settings.get("n_iter", 32)),
-            momentum=float(settings.get("momentum", 0.99)),
-            sample_rate=int(config.get("sample_rate", 22050)),
+            n_iter=_typed(settings.get("n_iter", 32), int, "griffin_lim.n_iter", folder),
+            momentum=_typed(settings.get("momentum", 0.99), float, "griffin_lim.momentum", folder),
+            sample_rate=_typed(config.get("sample_rate", 22050), int, "sample_rate", folder),
         ), {}
     if kind != "waveglow":
         raise VoiceError(f"unknown vocoder {kind!r} (expected 'waveglow' or 'griffin-lim')")
@@ -220,9 +251,9 @@ def load_voice_dir(folder: Path, waveglow_path: Path | None = None) -> Voice:
         name=config.get("name", folder.name),
         tacotron2=load_tacotron2(taco_path),
         vocoder=vocoder,
-        sample_rate=int(config.get("sample_rate", 22050)),
+        sample_rate=_typed(config.get("sample_rate", 22050), int, "sample_rate", folder),
         frontend=config.get("frontend", "dle"),
-        defaults=_defaults_from(config, VoiceDefaults()),
+        defaults=_defaults_from(config, VoiceDefaults(), folder),
         files={"voice": str(folder), "tacotron2": str(taco_path), **files},
     )
 
@@ -263,9 +294,9 @@ def load_voice(
             files={"tacotron2": str(tacotron2_path), "waveglow": str(waveglow_path)},
         )
     name = name or default_voice_name()
-    as_path = Path(name).expanduser()
-    if as_path.is_dir():
-        return load_voice_dir(as_path, waveglow_path)
+    folder = _voice_folder(name)
+    if folder is not None:
+        return load_voice_dir(folder, waveglow_path)
     if name in NVIDIA_VOICES:
         voice = NVIDIA_VOICES[name]
         found = {role: find_file(f) for role, f in voice.files.items()}
@@ -283,9 +314,6 @@ def load_voice(
             defaults=NVIDIA_DEFAULTS,
             files={k: str(v) for k, v in found.items()},
         )
-    for folder in _voice_dirs():
-        if folder.name == name or _read_voice_json(folder).get("name") == name:
-            return load_voice_dir(folder, waveglow_path)
     if name == EMBEDDED_VOICE:
         raise VoiceError(
             "no voice is installed: the embedded voice ttscli-en is missing from this install, "
@@ -293,4 +321,48 @@ def load_voice(
             "(needs a network) or pass --tacotron2/--waveglow"
         )
     known = ", ".join([*NVIDIA_VOICES, EMBEDDED_VOICE])
-    raise VoiceError(f"unknown voice {name!r}: not a folder and not a known name ({known})")
+    raise UnknownVoiceError(f"unknown voice {name!r}: not a folder and not a known name ({known})")
+
+
+def _voice_folder(name: str) -> Path | None:
+    """The folder a voice name means: a path to one, else an installed folder of that name
+    (its folder name first, then the name in its voice.json); None for other names."""
+    as_path = Path(name).expanduser()
+    if as_path.is_dir():
+        return as_path
+    if name in NVIDIA_VOICES:
+        return None
+    for folder in _voice_dirs():
+        if folder.name == name:
+            return folder
+    for folder, config in _readable_voice_dirs():
+        if config.get("name") == name:
+            return folder
+    return None
+
+
+def voice_signature(
+    name: str | None = None,
+    tacotron2_path: str | Path | None = None,
+    waveglow_path: str | Path | None = None,
+) -> dict:
+    """What the voice `load_voice` would assemble is made of, without loading it: its name and
+    the size and modification time of each of its files (so a retrained or replaced voice
+    reads as a different one)."""
+    if not name and not (tacotron2_path and waveglow_path):
+        name = default_voice_name()
+    paths = [Path(p) for p in (tacotron2_path, waveglow_path) if p]
+    if name:
+        folder = _voice_folder(name)
+        if folder is not None:
+            paths += [folder / "voice.json", *sorted(folder.glob("*.pt"))]
+        elif name in NVIDIA_VOICES:
+            paths += [p for p in map(find_file, NVIDIA_VOICES[name].files.values()) if p]
+    files = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        files[str(path.resolve())] = [stat.st_size, stat.st_mtime_ns]
+    return {"voice": name, "files": files}

@@ -24,8 +24,18 @@ class TTSGroup(click.Group):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except BrokenPipeError:
-            sys.stderr.close()  # the reader went away (e.g. `| head`); not an error of ours
-            sys.exit(1)
+            # the reader went away (e.g. `| head`): stop quietly, as a shell's SIGPIPE would;
+            # stdout now points at devnull so the flush at exit cannot fail again
+            import os
+
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            sys.exit(141)
+        except OSError as exc:  # a file-system failure no command turned into a message
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
 
 
 @click.group(cls=TTSGroup, context_settings=CONTEXT_SETTINGS)

@@ -10,6 +10,16 @@ import click
 from ..errors import TTSError
 
 
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses NaN (which compares false with both bounds)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def synthesis_options(func):
     """Voice, device, precision and per-call synthesis options (each with a TTSCLI_* envvar)."""
     options = [
@@ -51,15 +61,20 @@ def synthesis_options(func):
             show_envvar=True,
             help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
         ),
-        click.option("--sigma", type=click.FloatRange(min=0.0), help="WaveGlow noise scale."),
+        click.option("--sigma", type=FiniteRange(0.0, 10.0), help="WaveGlow noise scale (0-10)."),
         click.option(
             "--denoise",
             "denoiser_strength",
-            type=click.FloatRange(min=0.0),
+            type=FiniteRange(0.0, 1.0),
             metavar="STRENGTH",
-            help="Denoiser strength for WaveGlow voices (0 disables it).",
+            help="Denoiser strength for WaveGlow voices, 0-1 (0 disables it).",
         ),
-        click.option("--seed", type=int, envvar="TTSCLI_SEED", help="Seed for repeatable output."),
+        click.option(
+            "--seed",
+            type=click.IntRange(0, 2**63 - 1),
+            envvar="TTSCLI_SEED",
+            help="Seed for repeatable output (a non-negative integer).",
+        ),
         click.option(
             "--max-decoder-steps",
             type=click.IntRange(min=1),
@@ -76,9 +91,9 @@ def synthesis_options(func):
         click.option(
             "--pause",
             "pause_seconds",
-            type=click.FloatRange(min=0.0),
+            type=FiniteRange(0.0, 60.0),
             metavar="SECONDS",
-            help="Silence between sentences.",
+            help="Silence between sentences (0-60).",
         ),
         click.option(
             "-v", "--verbose", is_flag=True, help="Say which voice and files are used, and timings."
@@ -94,12 +109,18 @@ def synthesis_options(func):
 
 def build_synthesizer(params: dict):
     """Load the voice and make a Synthesizer from the CLI's synthesis options."""
+    from ..errors import ConfigError, UnknownVoiceError
     from ..synthesizer import Synthesizer
     from ..voices import load_voice
 
     started = time.perf_counter()
-    voice = load_voice(params["voice"], params["tacotron2_path"], params["waveglow_path"])
-    synth = Synthesizer(voice, synthesis_config(params))
+    try:
+        voice = load_voice(params["voice"], params["tacotron2_path"], params["waveglow_path"])
+        synth = Synthesizer(voice, synthesis_config(params))
+    except UnknownVoiceError as exc:  # a mistyped name: a usage error (exit 2)
+        raise click.BadParameter(str(exc), param_hint="'--voice'") from exc
+    except ConfigError as exc:  # an option this machine cannot honour (exit 2)
+        raise click.UsageError(str(exc)) from exc
     if params["verbose"]:
         click.echo(f"voice: {voice.name} ({type(voice.vocoder).__name__})", err=True)
         for role, path in voice.files.items():

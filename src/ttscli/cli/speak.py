@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import TTSError
 from .cluster import build_ray_pool, ray_options, report_workers
 from .options import build_synthesizer, synthesis_options
 
@@ -57,16 +58,31 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
         raise click.UsageError("use either -o/--output or --raw, not both")
     if not raw and not output:
         raise click.UsageError("say where the audio goes: -o FILE (.wav/.flac), -o -, or --raw")
+    if (raw or output == "-") and _stdout_is_terminal():
+        raise click.UsageError(
+            "audio would be written to the terminal: redirect standard output "
+            "(> out.wav, | aplay ...) or use -o FILE"
+        )
     if output and output != "-":
-        _audio_format(output)
+        _check_output_file(output)
     if text == "-":
-        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        text = _read_stdin_text()
+    if not text.strip():
+        raise click.UsageError("TEXT is empty: give something to say")
     synth = build_synthesizer(params)
     started = time.perf_counter()
     if raw:
         _say_raw(synth, text)
         return
-    result = synth.synthesize(text)
+    if len(text) > synth.config.max_chars:  # too long for one item: sentence by sentence
+        import numpy as np
+
+        from ..synthesizer import Result
+
+        audio = np.concatenate(list(_sentence_audio(synth, text)))
+        result = Result(None, text, audio, synth.voice.sample_rate)
+    else:
+        result = synth.synthesize(text)
     elapsed = time.perf_counter() - started
     if output == "-":
         import soundfile
@@ -89,28 +105,73 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
         )
 
 
-def _say_raw(synth, text: str) -> None:
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _check_output_file(output: str) -> None:
+    """Fail before any work when -o names no writable audio file."""
+    import os
+
+    _audio_format(output)
+    path = Path(output)
+    folder = path.parent
+    if path.is_dir():
+        raise click.BadParameter(f"{output!r} is a folder; give a file name", param_hint="'-o'")
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {str(folder)!r} does not exist", param_hint="'-o'")
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"cannot write into {str(folder)!r}", param_hint="'-o'")
+
+
+def _read_stdin_text() -> str:
+    """Standard input as strict UTF-8 (a leading BOM dropped); a usage error otherwise."""
+    data = sys.stdin.buffer.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise click.UsageError("standard input looks like UTF-16; convert it to UTF-8")
+    try:
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = data[exc.start : exc.start + 1].hex()
+        raise click.UsageError(
+            f"standard input is not valid UTF-8 (byte 0x{byte} at offset {exc.start})"
+        ) from exc
+
+
+def _sentence_audio(synth, text: str):
+    """Each sentence's audio as it is ready, after the pause that precedes it; a
+    ClickException at the end when any sentence failed (the others were yielded)."""
     import numpy as np
 
     from ..segment import split_sentences
 
-    stdout = sys.stdout.buffer
     sentences = split_sentences(text) or [text]
     pause = np.zeros(int(synth.pause_seconds * synth.voice.sample_rate), np.float32)
     failed = []
-    for i, result in enumerate(synth.stream((n, s) for n, s in enumerate(sentences))):
+    for result in synth.stream((n, s) for n, s in enumerate(sentences)):
         if result.error:
             failed.append(result.error)
             continue
-        chunk = result.audio if i == 0 else np.concatenate([pause, result.audio])
-        stdout.write((np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
-        stdout.flush()
+        yield result.audio if result.id == 0 else np.concatenate([pause, result.audio])
     if failed:
         raise click.ClickException(f"{len(failed)} sentence(s) failed; first: {failed[0]}")
 
 
+def _say_raw(synth, text: str) -> None:
+    import numpy as np
+
+    stdout = sys.stdout.buffer
+    for chunk in _sentence_audio(synth, text):
+        stdout.write((np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+        stdout.flush()
+
+
 @click.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument(
+    "input_path",
+    metavar="INPUT",
+    type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True),
+)
 @click.option(
     "-o",
     "--output-dir",
@@ -155,13 +216,22 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
     from ..batchio import Manifest, clean_leftovers, read_items
 
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(out_dir)
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot use {output_dir!r} as the output folder: {exc.strerror or exc}",
+            param_hint="'-o'",
+        ) from exc
     ext = "." + audio_format
     if input_path == "-":
         stream, path, idle = sys.stdin.buffer, None, 0.2
     else:
-        stream, path, idle = open(input_path, "rb"), input_path, None  # noqa: SIM115
+        try:
+            stream, path, idle = open(input_path, "rb"), input_path, None  # noqa: SIM115
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {input_path}: {exc.strerror}") from exc
     pool = build_ray_pool(params, out_dir, ext) if params["ray_address"] is not None else None
     with stream, Manifest(out_dir) as manifest, pool or contextlib.nullcontext():
         synth = pool or build_synthesizer(params)
@@ -169,10 +239,40 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
             manifest.reset()
         state = manifest.load()
         runner = _BatchRun(synth, manifest, state, out_dir, ext, overwrite, params["quiet"])
-        runner.run(read_items(stream, fmt, path=path, idle_seconds=idle))
+        runner.settings = _settings_key(params)
+        runner.bar.total = _count_lines(path)
+        try:
+            runner.run(read_items(stream, fmt, path=path, idle_seconds=idle))
+        finally:
+            runner.bar.close()  # before any message, so none is glued to the bar
     if pool is not None:
         clean_leftovers(out_dir)  # temporary files of workers that died
     runner.finish(report=(lambda: report_workers(pool)) if pool is not None else None)
+
+
+def _settings_key(params: dict) -> str:
+    """What decides a line's audio: the voice's files and the options that change the sound."""
+    from ..batchio import settings_key
+    from ..voices import voice_signature
+
+    voice = voice_signature(params["voice"], params["tacotron2_path"], params["waveglow_path"])
+    options = ("sigma", "denoiser_strength", "seed", "precision", "pause_seconds",
+               "max_decoder_steps")  # fmt: skip
+    return settings_key({"voice": voice, **{k: params[k] for k in options}})
+
+
+def _count_lines(path: str | None, max_bytes: int = 256 << 20) -> int | None:
+    """Lines in an input file, for the progress bar's total (None: stdin or a huge file)."""
+    import os
+
+    try:
+        if path is None or os.path.getsize(path) > max_bytes:
+            return None
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
 
 
 class _BatchRun:
@@ -190,9 +290,13 @@ class _BatchRun:
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
         self.quiet = quiet
+        self.settings: str | None = None  # settings_key of this run (resume compares it)
         from tqdm import tqdm
 
-        self.bar = tqdm(unit=" lines", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        # None: shown only on a terminal, so logs of redirected stderr get no bar updates
+        self.bar = tqdm(
+            unit=" lines", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True
+        )
 
     def run(self, items) -> None:
         from ..batchio import FLUSH
@@ -222,7 +326,9 @@ class _BatchRun:
 
         if item.error or item.blank:
             return False
-        return self.overwrite or not should_skip(item, self.out_dir, self.state, self.ext)
+        return self.overwrite or not should_skip(
+            item, self.out_dir, self.state, self.ext, self.settings
+        )
 
     def _record_other(self, item) -> None:
         from ..batchio import error_row, skipped_row
@@ -242,17 +348,24 @@ class _BatchRun:
         from ..batchio import audio_path, error_row, ok_row, write_audio_atomic
 
         item = result.id
-        if result.error:
-            self._append(error_row(item, result.error), "error", result.error, item)
-        else:
+        error = result.error
+        if not error:
             written = getattr(result, "written", None)  # a Ray worker wrote it already
             path = (
                 self.out_dir / written if written else audio_path(self.out_dir, item.id, self.ext)
             )
-            if not written:
-                write_audio_atomic(path, result.audio, result.sample_rate)
+            try:
+                if not written:
+                    write_audio_atomic(path, result.audio, result.sample_rate)
+            except TTSError as exc:  # this line's file (a folder in the way...): its row says so
+                error = str(exc)
+        if error:
+            self._append(error_row(item, error), "error", error, item)
+        else:
             rtf = result.audio_seconds / max(result.compute_seconds, 1e-9)
-            row = ok_row(item, path.name, result.audio_seconds, result.decoder_steps, rtf)
+            row = ok_row(
+                item, path.name, result.audio_seconds, result.decoder_steps, rtf, self.settings
+            )
             self._append(row, "ok")
             self.audio_seconds += result.audio_seconds
         self.bar.update(1)
