@@ -204,7 +204,9 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
     ({"id": ..., "text": ...}); `-` reads standard input as it arrives. Each line becomes
     DIR/<id>.wav (the id, or the line number as 000001), and DIR/manifest.jsonl gets one row
     per attempt with its status. Re-running the same command resumes: finished lines are
-    skipped, failed ones tried again. The exit status is 1 if any line failed.
+    skipped, failed ones tried again, and lines spoken with another voice or other sound
+    options (--seed, --sigma, --pause...) spoken again. The exit status is 1 if any line
+    failed, 2 for usage mistakes.
 
     \b
     Examples:
