@@ -194,3 +194,27 @@ def test_everyday_sentences_split_fortune_cookies_and_drop_what_a_teacher_cannot
     assert again == rows  # seeded order, ids from the text
     assert everyday_sentences(2, folder=tmp_path, exclude=held_out) == rows[:2]
     assert everyday_sentences(5, folder=tmp_path / "missing") == []
+
+
+def test_warm_start_goes_on_from_the_shipped_voices_step(tmp_path, monkeypatch):
+    import json
+
+    import ttscli.voices as voices
+    from ttscli.checkpoints import save_tacotron2
+    from ttscli.tacotron2 import Tacotron2
+    from ttscli.training.train import VOICE_CONFIG, _shipped_weights
+
+    folder = tmp_path / "ttscli-en"
+    folder.mkdir()
+    torch.manual_seed(0)
+    model = Tacotron2(**VOICE_CONFIG)
+    save_tacotron2(model, folder / "tacotron2.pt")
+    (folder / "voice.json").write_text(json.dumps({"training_steps": 6599}))
+    monkeypatch.setattr(voices, "EMBEDDED_DIR", tmp_path)
+    monkeypatch.setattr(voices, "EMBEDDED_VOICE", "ttscli-en")
+
+    weights, step = _shipped_weights()
+
+    assert step == 6599 and learning_rate(step) < 2e-4  # not the 1e-3 of a fresh start
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(weights[name], tensor), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -175,8 +176,11 @@ def train(minutes: float = 30.0, threads: int = 2) -> None:
     else:
         shipped = _shipped_weights()
         if shipped is not None:
-            model.load_state_dict(shipped)
-            log.info("warm start from the shipped voice")
+            weights, step = shipped
+            model.load_state_dict(weights)
+            log.info(
+                "warm start from the shipped voice (step %d, lr %.2e)", step, learning_rate(step)
+            )
     model.train()
     deadline = time.time() + minutes * 60
     last_save = time.time()
@@ -222,11 +226,14 @@ def _save_state(model, optimizer, step, epoch, rng) -> None:
 
 
 def _shipped_weights():
+    """The shipped voice's weights and the step they were trained to (so the schedule goes on)."""
     from ttscli.voices import EMBEDDED_DIR, EMBEDDED_VOICE
 
-    path = EMBEDDED_DIR / EMBEDDED_VOICE / "tacotron2.pt"
+    folder = EMBEDDED_DIR / EMBEDDED_VOICE
+    path = folder / "tacotron2.pt"
     if not path.exists():
         return None
     from ttscli.checkpoints import load_tacotron2
 
-    return load_tacotron2(path).float().state_dict()
+    config = json.loads((folder / "voice.json").read_text(encoding="utf-8"))
+    return load_tacotron2(path).float().state_dict(), int(config.get("training_steps", 0))
