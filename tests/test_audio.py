@@ -269,3 +269,32 @@ def test_griffin_lim_speed():
     out = griffin_lim(log_mel, n_iter=32)
     x_real_time = out.numel() / 22050 / (time.perf_counter() - started)
     assert x_real_time > 30, x_real_time
+
+
+def _tone_between_silences(lead_seconds: float, tone_seconds: float, tail_seconds: float):
+    sr = 22050
+    t = np.arange(int(tone_seconds * sr)) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    lead = np.zeros(int(lead_seconds * sr), np.float32)
+    tail = np.full(int(tail_seconds * sr), 1e-4, np.float32)  # -74 dB below the tone: quiet
+    return np.concatenate([lead, tone, tail]), tone
+
+
+@pytest.mark.parametrize("max_seconds", [0.0, 0.1, 0.25])
+def test_limit_edge_silence_keeps_the_sound_and_at_most_the_limit_of_quiet(max_seconds):
+    signal, tone = _tone_between_silences(0.6, 0.5, 1.0)
+
+    out = audio.limit_edge_silence(signal, 22050, max_seconds)
+
+    frame_seconds = 256 / 22050
+    assert len(out) / 22050 <= 0.5 + 2 * (max_seconds + frame_seconds)
+    assert np.abs(out).max() == np.abs(tone).max()
+    assert np.count_nonzero(np.abs(out) > 0.01) == np.count_nonzero(np.abs(tone) > 0.01)
+
+
+def test_limit_edge_silence_leaves_loud_silent_and_unlimited_audio_alone():
+    signal, tone = _tone_between_silences(0.6, 0.5, 1.0)
+    assert audio.limit_edge_silence(tone, 22050, 0.0).shape == tone.shape
+    silent = np.zeros(22050, np.float32)
+    assert audio.limit_edge_silence(silent, 22050, 0.0).shape == silent.shape
+    assert audio.limit_edge_silence(signal, 22050, math.inf).shape == signal.shape

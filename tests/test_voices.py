@@ -165,3 +165,33 @@ def test_stop_at_text_end_comes_from_voice_json_and_reaches_the_model(tmp_path):
     from ttscli.voices import NVIDIA_DEFAULTS
 
     assert NVIDIA_DEFAULTS.stop_at_text_end is False  # NVIDIA's voices keep NVIDIA's stop rule
+
+
+def test_edge_silence_limit_comes_from_voice_json_and_trims_what_the_vocoder_left(tmp_path):
+    import numpy as np
+    import torch
+    from voicekit import write_voice
+
+    from ttscli.synthesizer import Synthesizer
+    from ttscli.voices import NVIDIA_DEFAULTS
+
+    class QuietThenLoud:  # a vocoder whose audio starts with 0.5 s of silence
+        hop_length = 256
+
+        def to(self, device, dtype):
+            return self
+
+        def __call__(self, mel, **_):
+            audio = torch.zeros(mel.shape[0], mel.shape[2] * 256)
+            audio[:, 11025:] = torch.sin(torch.arange(audio.shape[1] - 11025) * 0.1)
+            return audio
+
+    lengths = {}
+    for name, extra in (("plain", {}), ("trimmed", {"max_edge_silence_seconds": 0.05})):
+        voice = load_voice(str(write_voice(tmp_path / name, steps=120, **extra)))
+        voice.vocoder = QuietThenLoud()
+        lengths[name] = len(Synthesizer(voice).synthesize("hello").audio)
+
+    assert load_voice(str(tmp_path / "trimmed")).defaults.max_edge_silence_seconds == 0.05
+    assert lengths["plain"] - lengths["trimmed"] >= int((0.5 - 0.05 - 0.02) * 22050)
+    assert np.isinf(NVIDIA_DEFAULTS.max_edge_silence_seconds)  # NVIDIA's audio is left whole

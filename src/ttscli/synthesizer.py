@@ -39,6 +39,8 @@ class VoiceDefaults:
     batch_size: int = 4
     # decoding may stop only once the attention reached the text's end (Decoder.infer)
     stop_at_text_end: bool = False
+    # quiet audio kept at each end of a sentence (inf: all of it, as NVIDIA's code)
+    max_edge_silence_seconds: float = math.inf
 
 
 @dataclass
@@ -283,7 +285,7 @@ class Synthesizer:
         for i, piece in enumerate(sorted(pieces, key=lambda p: p.index)):
             if i:
                 parts.append(pause)
-            parts.append(piece.audio)
+            parts.append(self._limit_edge_silence(piece.audio))
         audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak > 0:
@@ -292,6 +294,14 @@ class Synthesizer:
             item_id, text, audio.astype(np.float32), self.voice.sample_rate, steps,
             compute_seconds=seconds,
         )  # fmt: skip
+
+    def _limit_edge_silence(self, audio: np.ndarray) -> np.ndarray:
+        limit = self.voice.defaults.max_edge_silence_seconds
+        if math.isinf(limit):
+            return audio
+        from .audio import limit_edge_silence
+
+        return limit_edge_silence(audio, self.voice.sample_rate, limit)
 
     def _render_pieces(self, pieces: list[_Piece]) -> None:
         """Render pieces in length-sorted batches; split and retry those that never stop."""
