@@ -116,11 +116,13 @@ def test_export_writes_a_voice_that_loads_back(tmp_path, monkeypatch):
     assert config["vocoder"] == "griffin-lim" and config["sample_rate"] == 22050
 
 
-def test_learning_rate_holds_then_halves_every_1500_steps_down_to_a_floor():
+def test_learning_rate_holds_then_halves_down_to_a_plateau_then_decays_again():
     assert learning_rate(0) == learning_rate(1999) == 1e-3
     assert learning_rate(3500) == pytest.approx(5e-4)
     assert learning_rate(5000) == pytest.approx(2.5e-4)
-    assert learning_rate(100_000) == pytest.approx(1e-4)
+    assert learning_rate(8000) == pytest.approx(1e-4)
+    assert learning_rate(9400) == pytest.approx(5e-5)  # the final decay, past the plateau
+    assert learning_rate(100_000) == pytest.approx(1e-5)
 
 
 def test_corpus_split_is_rebuilt_when_its_lines_change(tmp_path, monkeypatch):

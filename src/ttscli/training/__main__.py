@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         help="sentences, one per line, instead of LJSpeech's test lines "
         f"(e.g. {GENERAL_SENTENCES.name}: everyday text unlike LJSpeech)",
     )
+    evaluate.add_argument(
+        "--seed", type=int, default=1234, help="seed of the decoding's prenet dropout (repeatable)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "eval":
         from .evaluate import evaluate
 
-        evaluate(args.lines, args.gl_iters, args.text)
+        evaluate(args.lines, args.gl_iters, args.text, args.seed)
 
 
 if __name__ == "__main__":
