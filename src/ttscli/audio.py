@@ -490,6 +490,16 @@ def griffin_lim(
     return GriffinLim(n_iter=n_iter, momentum=momentum, sample_rate=sample_rate, seed=seed)(log_mel)
 
 
+def loud_frames(audio: np.ndarray, top_db: float = 40.0, frame_length: int = 256) -> np.ndarray:
+    """Indices of the whole frames whose RMS is within ``top_db`` of the loudest frame's."""
+    n_frames = len(audio) // frame_length
+    if n_frames == 0:
+        return np.zeros(0, dtype=np.int64)
+    frames = audio[: n_frames * frame_length].reshape(n_frames, frame_length)
+    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
+    return np.nonzero(20 * np.log10(rms / rms.max()) > -top_db)[0]
+
+
 def limit_edge_silence(
     audio: np.ndarray,
     sample_rate: int,
@@ -499,17 +509,12 @@ def limit_edge_silence(
 ) -> np.ndarray:
     """Keep at most ``max_seconds`` of quiet audio (frames ``top_db`` below the loudest) at each
     end; the cut falls in audio that quiet, so it needs no fade. Loud audio is never cut."""
-    n_frames = len(audio) // frame_length
-    if n_frames == 0 or not math.isfinite(max_seconds):
-        return audio
-    frames = audio[: n_frames * frame_length].reshape(n_frames, frame_length).astype(np.float64)
-    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-20)
-    loud = np.nonzero(20 * np.log10(rms / rms.max()) > -top_db)[0]
-    if loud.size == 0:
+    loud = loud_frames(audio, top_db, frame_length)
+    if loud.size == 0 or not math.isfinite(max_seconds):
         return audio
     keep = int(round(max_seconds * sample_rate))
     start = max(0, int(loud[0]) * frame_length - keep)
     end = len(audio)  # the partial frame after the last whole one stays with a loud last frame
-    if loud[-1] < n_frames - 1:
+    if loud[-1] < len(audio) // frame_length - 1:
         end = min(end, (int(loud[-1]) + 1) * frame_length + keep)
     return audio[start:end]

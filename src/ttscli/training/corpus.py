@@ -134,12 +134,12 @@ def load_teacher_audio(path: Path) -> np.ndarray:
 
 def trim_silence(audio: np.ndarray, top_db: float = 40.0, frame: int = 256) -> np.ndarray:
     """Cut leading/trailing frames quieter than top_db below the loudest (one frame kept)."""
+    from ttscli.audio import loud_frames
+
     n = len(audio) // frame
     if n == 0:
         return audio
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms / rms.max())
-    loud = np.nonzero(db > -top_db)[0]
+    loud = loud_frames(audio, top_db, frame)
     start = max(0, loud[0] - 1) * frame
     end = min(n, loud[-1] + 2) * frame
     return audio[start:end]

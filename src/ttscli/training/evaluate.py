@@ -56,10 +56,11 @@ def griffin_lim_baseline(ref: np.ndarray) -> np.ndarray:
 def leading_trailing_silence_seconds(
     audio: np.ndarray, top_db: float = 40.0
 ) -> tuple[float, float]:
+    from ttscli.audio import loud_frames
+
     frame = 256
     n = len(audio) // frame
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
-    loud = np.nonzero(20 * np.log10(rms / rms.max()) > -top_db)[0]
+    loud = loud_frames(audio, top_db, frame)
     return loud[0] * frame / SAMPLE_RATE, (n - 1 - loud[-1]) * frame / SAMPLE_RATE
 
 
