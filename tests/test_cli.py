@@ -199,6 +199,8 @@ def test_a_broken_voice_folder_does_not_break_the_others(voice_dir, tmp_path, mo
         ({"gate_threshold": True}, "'gate_threshold' must be a number"),
         ({"griffin_lim": {"n_iter": "x"}}, "'griffin_lim.n_iter' must be an integer"),
         ({"sample_rate": 22050.5}, "'sample_rate' must be an integer"),
+        ({"max_edge_silence_seconds": -0.1}, "'max_edge_silence_seconds' must not be negative"),
+        ({"pause_seconds": -1}, "'pause_seconds' must not be negative"),
     ],
 )
 def test_wrongly_typed_voice_json_values_are_clear_errors(voice_dir, tmp_path, change, message):

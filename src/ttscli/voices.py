@@ -200,7 +200,8 @@ def _defaults_from(config: dict, base: VoiceDefaults, where: Path | None = None)
 
 
 def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
-    """value as kind (bool, int or float; a whole float may be an int), or a VoiceError."""
+    """value as kind (bool, int or float; a whole float may be an int; no number a voice uses may
+    be negative), or a VoiceError."""
     ok = isinstance(value, bool) if kind is bool else (
         isinstance(value, (int, float)) and not isinstance(value, bool)
         and (kind is float or float(value).is_integer())
@@ -210,6 +211,9 @@ def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
         source = f"{where / 'voice.json'}: " if where else ""
         expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
         raise VoiceError(f"{source}{key!r} must be {expected}, not {value!r}")
+    if kind is not bool and value < 0:
+        source = f"{where / 'voice.json'}: " if where else ""
+        raise VoiceError(f"{source}{key!r} must not be negative, not {value!r}")
     return kind(value)
 
 
