@@ -9,7 +9,7 @@ import pathlib
 import pytest
 import torch
 
-from ttscli.errors import SynthesisError, TTSError
+from ttscli.errors import CheckpointError, SynthesisError, TTSError
 from ttscli.waveglow import DEFAULT_CONFIG, Denoiser, Invertible1x1Conv, WaveGlow
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -78,6 +78,43 @@ def test_config_is_a_copy():
     config = model.config
     config["WN_config"]["n_channels"] = 1
     assert model.config["WN_config"]["n_channels"] == 32
+
+
+_SMALL_WN = dict(n_layers=1, kernel_size=3, n_channels=8)
+
+
+@pytest.mark.parametrize(
+    ("n_group", "n_flows", "n_early_every", "n_early_size", "problem"),
+    [
+        (7, 2, 4, 2, "n_group must be even"),
+        # 4 channels, 1 leaves at flow 2: halves of 1 and 2 (NVIDIA's conv raises mid-inference)
+        (4, 4, 2, 1, "leaves 3 channels at flow 2"),
+        # 8 - 2 - 2 - 2 - 2: nothing left at flow 8 (NVIDIA's constructor raises)
+        (8, 12, 2, 2, "leaves 0 channels at flow 8"),
+        (8, 6, 4, 1, "leaves 7 channels at flow 4"),
+    ],
+)
+def test_configs_nvidia_cannot_run_are_refused_at_construction(
+    n_group, n_flows, n_early_every, n_early_size, problem
+):
+    with pytest.raises(CheckpointError, match=problem):
+        WaveGlow(80, n_flows, n_group, n_early_every, n_early_size, _SMALL_WN)
+
+
+@pytest.mark.parametrize(
+    ("n_group", "n_flows", "n_early_every", "n_early_size", "audio_channels_last_flow"),
+    [
+        (8, 12, 4, 2, 4),  # the torch.hub config
+        (4, 4, 4, 1, 4),  # an odd early size is harmless when no early output happens
+        (16, 6, 2, 4, 8),
+        (4, 3, 2, 2, 2),
+    ],
+)
+def test_valid_early_output_schedules_build(
+    n_group, n_flows, n_early_every, n_early_size, audio_channels_last_flow
+):
+    model = WaveGlow(8, n_flows, n_group, n_early_every, n_early_size, _SMALL_WN)
+    assert model.convinv[-1].conv.weight.shape[0] == audio_channels_last_flow
 
 
 def test_untrained_flows_start_as_identity_couplings():

@@ -263,6 +263,13 @@ class WaveGlow(nn.Module):
             if k % n_early_every == 0 and k > 0:
                 n_half -= n_early_size // 2
                 n_remaining -= n_early_size
+                if n_remaining < 2 or n_remaining % 2:
+                    # NVIDIA's code cannot run these either: halves of unequal or no size
+                    raise CheckpointError(
+                        f"n_group {n_group} less n_early_size {n_early_size} every "
+                        f"{n_early_every} flows leaves {n_remaining} channels at flow {k} "
+                        "(must stay even and at least 2)"
+                    )
             self.convinv.append(Invertible1x1Conv(n_remaining))
             self.WN.append(
                 WN(
