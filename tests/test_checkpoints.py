@@ -623,6 +623,37 @@ def test_original_waveglow_pickle_matches_reference() -> None:
     close(audio, expected["dle_infer_after_key_conversion"])
 
 
+GLOW_OLD = DATA / "waveglow_glow_old_checkpoint.pt"  # tests/make_glow_old_fixture.py
+
+
+def test_glow_old_pickle_matches_nvidias_glow_old_code(tmp_path: Path) -> None:
+    """NVIDIA's first WaveGlow class transforms the first half of the channels on odd flows."""
+    expected = load("waveglow_glow_old_expected.pt")
+    info = inspect_checkpoint(GLOW_OLD)
+    assert info["format"] == "waveglow-original-pickle" and info["layout"] == "B"
+    assert info["config"]["alternate_halves"] is True
+    model = load_waveglow(GLOW_OLD)
+    close(model.infer(expected["mel"], sigma=0.0), expected["audio_sigma0"])
+    # the fixture tells the coupling orders apart: read as glow.py/DLE it is another voice
+    model.alternate_halves = False
+    other = model.infer(expected["mel"], sigma=0.0)
+    assert (other - expected["audio_sigma0"]).abs().max() > 0.1 * other.abs().max()
+    # the order survives conversion to ttscli's format
+    save_waveglow(load_waveglow(GLOW_OLD), path := tmp_path / "old.pt")
+    assert inspect_checkpoint(path)["config"]["alternate_halves"] is True
+    close(load_waveglow(path).infer(expected["mel"], sigma=0.0), expected["audio_sigma0"])
+
+
+def test_glow_old_with_an_early_schedule_its_code_cannot_run_is_refused(tmp_path: Path) -> None:
+    from ttscli.checkpoints import _check_glow_old_schedule
+
+    for every, n_flows in ((4, 12), (4, 4), (8, 4), (3, 3)):  # same flows as "every 4"
+        _check_glow_old_schedule({"n_early_every": every, "n_flows": n_flows}, tmp_path)
+    for every, n_flows in ((2, 4), (8, 6), (3, 4)):
+        with pytest.raises(CheckpointError, match="every 4 flows"):
+            _check_glow_old_schedule({"n_early_every": every, "n_flows": n_flows}, tmp_path)
+
+
 def test_waveglow_round_trip_is_exact(tmp_path: Path) -> None:
     fix = load("waveglow_infer.pt")
     for source in (WAVEGLOW_DLE, WAVEGLOW_ORIG):

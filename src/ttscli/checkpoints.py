@@ -8,7 +8,9 @@ Formats read (``inspect_checkpoint(path)["format"]``):
   "learning_rate", "iteration"}`` without a config; the sizes come from the tensor shapes.
 - ``waveglow-original-pickle``: NVIDIA/waveglow checkpoints, a whole pickled ``glow.WaveGlow``
   module. Read by ``ttscli.legacy_pickle`` without NVIDIA's code and without running anything
-  from the file; its state dict (layout A, B or C) is mapped onto DLE's keys.
+  from the file; its state dict (layout A, B or C) is mapped onto DLE's keys. A pickled
+  ``glow_old.WaveGlow`` (NVIDIA's first published model) couples the other half of the channels
+  on odd flows: its config gets ``alternate_halves``.
 - ``state-dict``: a bare dict of tensors (or ``{"state_dict"}`` of a WaveGlow) whose kind is
   clear from its keys; the config is inferred from the shapes.
 - ``ttscli``: written by ``save_tacotron2`` / ``save_waveglow``.
@@ -236,9 +238,23 @@ def _interpret_waveglow_pickle(root: PickledObject, safe: bool, path: Path) -> _
         raise CheckpointError(f"{path} holds a pickled {root.qualname}, not a WaveGlow model")
     sd, dims = module_state_dict(root)
     attrs = module_attributes(root)
-    return _finish_interpretation(
+    ckpt = _finish_interpretation(
         "waveglow-original-pickle", "waveglow", None, sd, safe, path, dims, attrs
     )
+    if root.qualname.startswith("glow_old."):
+        _check_glow_old_schedule(ckpt.config, path)
+        ckpt.config["alternate_halves"] = True
+    return ckpt
+
+
+def _check_glow_old_schedule(config: dict[str, Any], path: Path) -> None:
+    """glow_old.WaveGlow.infer adds early noise every 4 flows, whatever n_early_every says."""
+    every, n_flows = config["n_early_every"], config["n_flows"]
+    if any((k % 4 == 0) != (k % every == 0) for k in range(1, n_flows)):
+        raise CheckpointError(
+            f"{path}: a glow_old.WaveGlow with n_early_every {every} and {n_flows} flows; "
+            "NVIDIA's glow_old code outputs early channels every 4 flows and cannot run it"
+        )
 
 
 def _open(path: _PathLike) -> tuple[_Checkpoint, Path]:

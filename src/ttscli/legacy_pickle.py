@@ -59,7 +59,8 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 }
 
 # Classes of the pickled module tree; each becomes an inert PickledObject subclass.
-# glow_old.* is the same code under the file name NVIDIA/waveglow kept for layout B.
+# glow_old.* is NVIDIA/waveglow's first model class (its first published model pickles it);
+# its coupling order differs (checkpoints.py marks such models alternate_halves).
 _MODULE_CLASSES = frozenset(
     {
         "glow.WaveGlow",

@@ -236,6 +236,7 @@ class WaveGlow(nn.Module):
         n_early_every: int,
         n_early_size: int,
         WN_config: dict[str, int],  # NVIDIA's keyword name
+        alternate_halves: bool = False,
     ) -> None:
         super().__init__()
         if n_group % 2 != 0:
@@ -248,6 +249,11 @@ class WaveGlow(nn.Module):
             "n_early_size": n_early_size,
             "WN_config": dict(WN_config),
         }
+        if alternate_halves:
+            self._config["alternate_halves"] = True
+        # NVIDIA/waveglow's glow_old.WaveGlow: odd flows transform the first half of the
+        # channels, conditioned on the second (every other model: always the second half)
+        self.alternate_halves = bool(alternate_halves)
         self.n_mel_channels = n_mel_channels
         self.n_flows = n_flows
         self.n_group = n_group
@@ -330,15 +336,14 @@ class WaveGlow(nn.Module):
                 audio = audio[:, self.n_early_size :]
             audio, log_det = self.convinv[k](audio)
             log_det_list.append(log_det)
-            n_half = audio.size(1) // 2
-            audio_0 = audio[:, :n_half]
-            audio_1 = audio[:, n_half:]
+            audio_0, audio_1 = self._split(k, audio)
+            n_half = audio_0.size(1)
             output = self.WN[k](audio_0, spect)  # [B, 2h, L]
             log_s = output[:, n_half:]
             b = output[:, :n_half]
             audio_1 = torch.exp(log_s) * audio_1 + b
             log_s_list.append(log_s)
-            audio = torch.cat([audio_0, audio_1], dim=1)
+            audio = self._join(k, audio_0, audio_1)
         early_outputs.append(audio)
         return torch.cat(early_outputs, dim=1), log_s_list, log_det_list
 
@@ -362,18 +367,29 @@ class WaveGlow(nn.Module):
         noise = torch.randn(batch, self.n_remaining_channels, groups, device=spect.device)
         audio = sigma * noise.to(dtype)  # [B, n_remaining, L]
         for k in reversed(range(self.n_flows)):
-            n_half = audio.size(1) // 2
-            audio_0 = audio[:, :n_half]
-            audio_1 = audio[:, n_half:]
+            audio_0, audio_1 = self._split(k, audio)
+            n_half = audio_0.size(1)
             output = self.WN[k](audio_0, spect)  # [B, 2h, L]
             b = output[:, :n_half]
             log_s = output[:, n_half:]
             audio_1 = (audio_1 - b) / torch.exp(log_s)
-            audio = self.convinv[k].reverse(torch.cat([audio_0, audio_1], dim=1))
+            audio = self.convinv[k].reverse(self._join(k, audio_0, audio_1))
             if k % self.n_early_every == 0 and k > 0:
                 z = torch.randn(batch, self.n_early_size, groups, device=spect.device)
                 audio = torch.cat([sigma * z.to(dtype), audio], dim=1)
         return audio.permute(0, 2, 1).reshape(batch, -1)  # [B, L · n_group]
+
+    def _split(self, k: int, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow k's channels [B, 2h, L] -> (conditioning half, transformed half), [B, h, L] each."""
+        n_half = audio.size(1) // 2
+        first, second = audio[:, :n_half], audio[:, n_half:]
+        return (second, first) if self.alternate_halves and k % 2 else (first, second)
+
+    def _join(self, k: int, audio_0: torch.Tensor, audio_1: torch.Tensor) -> torch.Tensor:
+        """Inverse of `_split`: the halves back in flow k's channel order, [B, 2h, L]."""
+        if self.alternate_halves and k % 2:
+            return torch.cat([audio_1, audio_0], dim=1)
+        return torch.cat([audio_0, audio_1], dim=1)
 
     def remove_weightnorm(self) -> WaveGlow:
         """Fold weight norm into plain weights (bit-identical outputs, faster); returns self."""
