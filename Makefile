@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run install install-test test test-slow lint format bench voice voice-deps voice-eval clean
+.PHONY: run install install-test test test-slow test-reference lint format bench voice voice-deps voice-eval clean
 
 run: install ## install, then speak "hello world" to hello.wav
 	$(VENV)/bin/ttscli say "hello world" -o hello.wav
@@ -35,6 +35,11 @@ test: install-test ## the default suite (CPU, a few minutes)
 
 test-slow: install-test ## only the slow tests
 	$(PY) -m pytest -q -m slow
+
+# Differential tests against NVIDIA's code exported by ../shared/tools/export_reference.sh.
+test-reference: install-test ## make test-reference REF=DIR [CASES=N]
+	$(PY) -c "import librosa" 2>/dev/null || $(PIP) install -q -e ".[train]"
+	TTS_REF=$(REF) TTS_REF_CASES=$(or $(CASES),6) $(PY) -m pytest -q -m reference
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
