@@ -29,7 +29,7 @@ import torch
 from ttscli.checkpoints import load_tacotron2, load_waveglow
 from ttscli.errors import CheckpointError
 from ttscli.text import text_to_sequence
-from ttscli.waveglow import WaveGlow
+from ttscli.waveglow import Denoiser, WaveGlow
 
 pytestmark = pytest.mark.reference
 DATA = Path(__file__).parent / "data"
@@ -306,3 +306,26 @@ def test_original_waveglow_pickles_on_random_configs(original, cpu_noise, module
     reference.eval()
     torch.save({"model": reference, "iteration": 1}, path := tmp_path / "w.pt")
     _compare_waveglow(reference, path, rng, generator)
+
+
+@pytest.mark.parametrize("case", range(CASES))
+def test_dle_denoiser_on_random_waveglows(dle, case):
+    rng, generator = random.Random(400 + case), torch.Generator().manual_seed(400 + case)
+    denoiser = importlib.import_module("waveglow.denoiser")
+    # NVIDIA's denoiser renders an 80-channel mel: only 80-channel WaveGlows work with it;
+    # its output is [B, 1, T], ttscli's [B, T]
+    config = _waveglow_config(rng, everies=(4,), sizes=(2,), groups=(8,), flows=(2, 4))
+    config["n_mel_channels"] = 80
+    reference = _quiet(dle.waveglow.WaveGlow, **config)
+    _randomize(reference, generator)
+    reference = dle.waveglow.WaveGlow.remove_weightnorm(reference.eval())
+    ours = WaveGlow(**config).remove_weightnorm()
+    ours.load_state_dict(reference.state_dict())
+    ours.eval()
+    audio = torch.randn(rng.choice([1, 2]), 256 * rng.randint(3, 12), generator=generator) * 0.3
+    strength = rng.choice([0.0, 0.01, 0.1, 0.5])
+    torch.manual_seed(6)  # construction renders the bias with WaveGlow's usual noise draws
+    expected = _quiet(lambda: denoiser.Denoiser(reference)(audio, strength=strength))[:, 0]
+    torch.manual_seed(6)
+    with torch.no_grad():
+        _close(Denoiser(ours)(audio, strength=strength), expected)
