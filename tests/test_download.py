@@ -13,6 +13,7 @@ from ttscli.download import download, mirror_url
 from ttscli.errors import DownloadError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+DATA = Path(__file__).parent / "data"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -119,13 +120,66 @@ def test_cli_download_through_a_mirror_installs_the_pair(server, tmp_path, monke
 
     handler, base = server
     voice = NVIDIA_VOICES["nvidia-ljspeech"]
-    handler.files = {name: PAYLOAD for name in voice.files.values()}
+    handler.files = {voice.files[kind]: _CHECKPOINTS[kind] for kind in voice.files}
     monkeypatch.setenv("TTSCLI_DOWNLOAD_BASE", base)
     result = CliRunner().invoke(cli, ["download", "nvidia-ljspeech", "-q"])
     assert result.exit_code == 0, result.output
     home = Path(__import__("os").environ["TTSCLI_HOME"])
-    for name in voice.files.values():
-        assert (home / name).read_bytes() == PAYLOAD
+    for kind, name in voice.files.items():
+        assert (home / name).read_bytes() == _CHECKPOINTS[kind]
+
+
+_CHECKPOINTS = {  # small checkpoints in NVIDIA's torch.hub format
+    "tacotron2": (DATA / "tacotron2_dle_checkpoint.pt").read_bytes(),
+    "waveglow": (DATA / "waveglow_dle_checkpoint.pt").read_bytes(),
+}
+
+
+@pytest.mark.parametrize(
+    ("tacotron2_body", "problem"),
+    [
+        (b"junk\n", "not usable"),  # e.g. a mirror's error page
+        (_CHECKPOINTS["tacotron2"][:5000], "not usable"),  # truncated at the source
+        (_CHECKPOINTS["waveglow"], "holds a waveglow checkpoint, expected a tacotron2 one"),
+    ],
+)
+def test_cli_download_refuses_a_file_that_is_not_the_model(
+    server, monkeypatch, tacotron2_body, problem
+):
+    from click.testing import CliRunner
+
+    from ttscli.cli import cli
+    from ttscli.voices import NVIDIA_VOICES
+
+    handler, base = server
+    voice = NVIDIA_VOICES["nvidia-ljspeech"]
+    handler.files = {voice.files["tacotron2"]: tacotron2_body}
+    monkeypatch.setenv("TTSCLI_DOWNLOAD_BASE", base)
+    result = CliRunner().invoke(cli, ["download", "nvidia-ljspeech", "-q"])
+    assert result.exit_code == 1
+    assert problem in result.output and "Traceback" not in result.output
+    home = Path(__import__("os").environ["TTSCLI_HOME"])
+    assert list(home.iterdir()) == []  # nothing installed, no part file, no hash recorded
+
+
+def test_a_failed_verification_removes_the_file_and_records_no_hash(server, tmp_path):
+    _, base = server
+
+    def refuse(path: Path) -> None:
+        assert path.read_bytes() == PAYLOAD  # called on the complete file, before install
+        raise ValueError("wrong model")
+
+    with pytest.raises(DownloadError, match="not usable .wrong model."):
+        download(f"{base}/weights.bin", tmp_path, verify=refuse)
+    assert list(tmp_path.iterdir()) == []
+    assert download(f"{base}/weights.bin", tmp_path, verify=lambda path: None).exists()
+
+
+@pytest.mark.parametrize("base", ["junk", "mirror.local/nv", "/srv/mirror"])
+def test_a_download_base_that_is_not_a_url_is_a_clear_error(monkeypatch, tmp_path, base):
+    monkeypatch.setenv("TTSCLI_DOWNLOAD_BASE", base)
+    with pytest.raises(DownloadError, match="is not a URL"):
+        download("https://example.com/files/weights.bin", tmp_path)
 
 
 def test_cli_download_without_network_says_where_to_put_files(tmp_path, monkeypatch):

@@ -16,11 +16,19 @@ CHUNK_BYTES = 1 << 20
 HASHES_FILE = "sha256.json"
 
 
+_SCHEMES = ("http://", "https://", "file://", "ftp://")
+
+
 def mirror_url(url: str) -> str:
     """Apply TTSCLI_DOWNLOAD_BASE: it replaces everything before the file name."""
     base = os.environ.get("TTSCLI_DOWNLOAD_BASE")
     if not base:
         return url
+    if not base.lower().startswith(_SCHEMES):
+        raise DownloadError(
+            f"TTSCLI_DOWNLOAD_BASE={base!r} is not a URL (expected http://, https://, "
+            "ftp:// or file://)"
+        )
     return base.rstrip("/") + "/" + url.rsplit("/", 1)[1]
 
 
@@ -53,13 +61,16 @@ def download(
     folder: Path,
     *,
     progress: Callable[[int, int | None], None] | None = None,
+    verify: Callable[[Path], None] | None = None,
     timeout_seconds: float = 30.0,
 ) -> Path:
     """Fetch url into folder/<file name>; resume a partial download; return the final path.
 
     The partial file is `.<name>.part` in the same folder; it is renamed into place only once
-    its size matches what the server announced and (when known from an earlier download) its
-    sha256 matches. `progress(done_bytes, total_bytes)` is called as bytes arrive.
+    its size matches what the server announced, (when known from an earlier download) its
+    sha256 matches, and `verify(part_path)` returns without raising (any exception it raises
+    removes the part file and becomes a DownloadError; no hash is recorded).
+    `progress(done_bytes, total_bytes)` is called as bytes arrive.
     """
     url = mirror_url(url)
     name = url.rsplit("/", 1)[1]
@@ -74,9 +85,9 @@ def download(
         response = urllib.request.urlopen(request, timeout=timeout_seconds)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and done:  # nothing left to fetch: the part file is complete
-            return _finish(part, final, folder, name, done, done)
+            return _finish(part, final, folder, name, done, done, verify)
         raise DownloadError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: malformed URL
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {url}: {reason}") from exc
     with response:
@@ -101,10 +112,18 @@ def download(
                 f"the download of {url} broke off after {done:,} bytes ({exc}); "
                 "run the same command again to resume"
             ) from exc
-    return _finish(part, final, folder, name, done, total)
+    return _finish(part, final, folder, name, done, total, verify)
 
 
-def _finish(part: Path, final: Path, folder: Path, name: str, done: int, total: int | None):
+def _finish(
+    part: Path,
+    final: Path,
+    folder: Path,
+    name: str,
+    done: int,
+    total: int | None,
+    verify: Callable[[Path], None] | None,
+) -> Path:
     if total is not None and done != total:
         raise DownloadError(
             f"{name}: got {done:,} of {total:,} bytes; run the same command again to resume"
@@ -114,9 +133,18 @@ def _finish(part: Path, final: Path, folder: Path, name: str, done: int, total: 
     if expected and expected != digest:
         part.unlink()
         raise DownloadError(
-            f"{name}: sha256 {digest} does not match the one recorded earlier ({expected}); "
-            "the partial file was removed"
+            f"{name}: sha256 {digest} does not match the one recorded earlier ({expected}) in "
+            f"{folder / HASHES_FILE}; the partial file was removed (delete that entry to accept "
+            "a new file)"
         )
+    if verify is not None:
+        try:
+            verify(part)
+        except Exception as exc:
+            part.unlink()
+            raise DownloadError(
+                f"{name}: the downloaded file is not usable ({exc}); it was removed"
+            ) from exc
     os.replace(part, final)
     if not expected:
         _record_hash(folder, name, digest)

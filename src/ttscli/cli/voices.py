@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -77,7 +78,7 @@ def download(name: str, quiet: bool) -> None:
             param_hint="NAME",
         )
     voice = NVIDIA_VOICES[name]
-    for url in (voice.tacotron2_url, voice.waveglow_url):
+    for kind, url in (("tacotron2", voice.tacotron2_url), ("waveglow", voice.waveglow_url)):
         file_name = url.rsplit("/", 1)[1]
         found = find_file(file_name)
         if found:
@@ -97,13 +98,26 @@ def download(name: str, quiet: bool) -> None:
                 bar.refresh()
 
             try:
-                path = fetch(url, ttscli_home(), progress=progress)
+                path = fetch(url, ttscli_home(), progress=progress, verify=_checker(kind))
             except DownloadError as exc:
                 raise click.ClickException(
                     f"{exc}\nTo install by hand, put {' and '.join(voice.files.values())} "
                     f"in {ttscli_home()} (or {torch_hub_checkpoints()})."
                 ) from exc
         click.echo(f"{file_name}: saved to {path}", err=True)
+
+
+def _checker(kind: str) -> Callable[[Path], None]:
+    """A download check: the file must read as a `kind` checkpoint (before it is installed)."""
+
+    def check(path: Path) -> None:
+        from ..checkpoints import inspect_checkpoint
+
+        found = inspect_checkpoint(path)["kind"]
+        if found != kind:
+            raise ValueError(f"it holds a {found} checkpoint, expected a {kind} one")
+
+    return check
 
 
 @click.command()
