@@ -441,15 +441,20 @@ def test_unpaired_surrogates_from_json_are_kept_escaped(tmp_path):
     (item,) = items(b'{"id": "s", "text": "x \\udc80 y"}\n', path="in.jsonl")
     with Manifest(tmp_path) as m:
         m.append(ok_row(item, "s.wav", 1.0, 10, 5.0))
-    (tmp_path / "s.wav").write_bytes(b"RIFF")
+    _one_second_wav(tmp_path / "s.wav")
     state = Manifest(tmp_path).load()
     assert state.rows_by_id["s"]["text"] == "x \udc80 y"
     assert should_skip(item, tmp_path, state, ".wav")
 
 
 # -- resume ----------------------------------------------------------------------------------
+def _one_second_wav(path):
+    write_audio_atomic(path, np.zeros(22050, dtype=np.float32), 22050)
+
+
 def test_resume_decisions(tmp_path):
-    first = items(b"same|Same text.\nchanged|Old text.\nfailed|Bad.\ngone|Deleted.\n\nflac|F.\n")
+    lines = b"same|Same text.\nchanged|Old text.\nfailed|Bad.\ngone|Deleted.\n\nflac|F.\n"
+    first = items(lines + b"emptied|E.\ncut|C.\n")
     with Manifest(tmp_path) as m:
         for item in first:
             if item.blank:
@@ -457,16 +462,20 @@ def test_resume_decisions(tmp_path):
             elif item.id == "failed":
                 m.append(error_row(item, "synthesis failed"))
             else:
-                (tmp_path / f"{item.id}.wav").write_bytes(b"audio")
+                _one_second_wav(tmp_path / f"{item.id}.wav")
                 m.append(ok_row(item, f"{item.id}.wav", 1.0, 10, 5.0))
     (tmp_path / "gone.wav").unlink()
+    (tmp_path / "emptied.wav").write_bytes(b"")
+    whole = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])  # a copy cut short
     state = Manifest(tmp_path).load()
     second = items(
         b"same|Same text.\nchanged|New text.\nfailed|Bad.\ngone|Deleted.\n\nflac|F.\n\nnew|N.\n"
+        b"emptied|E.\ncut|C.\n"
     )
     decisions = {(i.id or str(i.line)): should_skip(i, tmp_path, state, ".wav") for i in second}
     assert decisions == {
-        "same": True,  # ok row, same text, file present
+        "same": True,  # ok row, same text, file present and whole
         "changed": False,  # text differs
         "failed": False,  # last row is an error: try again
         "gone": False,  # audio file missing
@@ -474,6 +483,8 @@ def test_resume_decisions(tmp_path):
         "flac": True,
         "000007": False,  # a blank line not recorded yet
         "new": False,
+        "emptied": False,  # not an audio file any more
+        "cut": False,  # shorter than its row says
     }
     # asking for FLAC files: the WAV rows do not count
     flac_item = second[5]

@@ -562,7 +562,8 @@ def should_skip(
     """True when an earlier run already recorded this line, so it needs no new row.
 
     That is a blank line whose skipped row exists, or a line whose id's last row is ``ok``
-    for the same text, file name and `settings`, with that audio file present in out_dir.
+    for the same text, file name and `settings`, with that audio file in out_dir, readable and
+    as long as the row says (a file emptied or cut short since is spoken again).
     """
     if item.blank:
         return item.line in state.blank_lines
@@ -574,7 +575,22 @@ def should_skip(
     if row.get("settings") != settings:
         return False
     path = audio_path(out_dir, item.id, ext)
-    return row.get("file") == path.name and path.is_file()
+    return row.get("file") == path.name and _audio_intact(path, row.get("audio_seconds"))
+
+
+def _audio_intact(path: Path, seconds: object) -> bool:
+    """Whether `path` is a readable audio file lasting `seconds` (to the manifest's 0.1 ms)."""
+    import soundfile
+
+    if not path.is_file():
+        return False
+    try:
+        info = soundfile.info(str(path))
+    except (OSError, RuntimeError):  # soundfile's errors are RuntimeErrors
+        return False
+    if not isinstance(seconds, int | float):
+        return info.frames > 0
+    return abs(info.frames / info.samplerate - seconds) <= 1e-3
 
 
 def audio_path(out_dir: Path | str, item_id: str, ext: str = ".wav") -> Path:
