@@ -35,6 +35,60 @@ def test_version_and_help():
         assert result.exit_code == 0 and "Examples:" in result.output, command
 
 
+def test_normalize_stdin_must_be_utf8():
+    result = CliRunner().invoke(cli, ["normalize", "-"], input=b"fine\nbad \x80 x\n")
+    assert result.exit_code == 2
+    assert "line 2 is not valid UTF-8 (byte 0x80 at column 5)" in result.output
+
+
+def test_stdout_writes_go_on_after_a_short_write_until_the_pipe_breaks(monkeypatch):
+    from ttscli.cli import speak
+
+    class Pipe:  # what a pipe whose reader left mid-write does: a short count, then EPIPE
+        def __init__(self, accepts):
+            self.accepts, self.got = list(accepts), b""
+
+        def write(self, data):
+            if not self.accepts:
+                raise BrokenPipeError(32, "Broken pipe")
+            n = min(self.accepts.pop(0), len(data))
+            self.got += bytes(data[:n])
+            return n
+
+        def flush(self):
+            pass
+
+    pipe = Pipe([4, 3, 100])
+    monkeypatch.setattr("sys.stdout", type("S", (), {"buffer": pipe})())
+    speak._write_stdout(b"0123456789")
+    assert pipe.got == b"0123456789"
+    pipe = Pipe([4])
+    monkeypatch.setattr("sys.stdout", type("S", (), {"buffer": pipe})())
+    with pytest.raises(BrokenPipeError):
+        speak._write_stdout(b"0123456789")
+    pipe = Pipe([0])
+    monkeypatch.setattr("sys.stdout", type("S", (), {"buffer": pipe})())
+    with pytest.raises(BrokenPipeError):
+        speak._write_stdout(b"0123456789")
+
+
+def test_a_closed_stdout_is_an_error_not_a_traceback():
+    import os
+    import subprocess
+    import sys
+
+    for args in (["normalize", "hi"], ["voices"]):
+        done = subprocess.run(
+            [sys.executable, "-c", "from ttscli.cli import main; main()", *args],
+            preexec_fn=lambda: os.close(1),
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "Error: standard output is closed"
+
+
 def test_unknown_option_is_a_usage_error():
     result = run("say", "hi", "--bogus")
     assert result.exit_code == 2 and "No such option" in result.output

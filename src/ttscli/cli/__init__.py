@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import sys
 
 import click
@@ -66,5 +68,21 @@ def _register() -> None:
 _register()
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Standard output when the process started with it closed: writing is an error (exit 1)."""
+
+    @property
+    def buffer(self) -> _ClosedStdout:
+        return self
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
 def main() -> None:
+    if sys.stdout is None:  # started as `ttscli ... >&-`
+        sys.stdout = _ClosedStdout()
     cli(prog_name="ttscli")

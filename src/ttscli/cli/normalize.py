@@ -50,6 +50,16 @@ def normalize(text: str, show_ids: bool, as_json: bool, frontend: str) -> None:
 
 
 def _stdin_lines():
+    """Standard input's lines as strict UTF-8 (a leading BOM dropped); a usage error otherwise."""
     stream = sys.stdin.buffer
-    for raw in iter(stream.readline, b""):
-        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            byte = raw[exc.start : exc.start + 1].hex()
+            raise click.UsageError(
+                f"standard input line {number} is not valid UTF-8 (byte 0x{byte} at column "
+                f"{exc.start + 1})"
+            ) from exc

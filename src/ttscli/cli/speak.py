@@ -89,9 +89,7 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
 
         buffer = io.BytesIO()
         soundfile.write(buffer, result.audio, result.sample_rate, format="WAV", subtype="PCM_16")
-        stdout = sys.stdout.buffer
-        stdout.write(buffer.getvalue())
-        stdout.flush()
+        _write_stdout(buffer.getvalue())
     else:
         from ..batchio import write_audio_atomic
 
@@ -160,10 +158,23 @@ def _sentence_audio(synth, text: str):
 def _say_raw(synth, text: str) -> None:
     import numpy as np
 
-    stdout = sys.stdout.buffer
     for chunk in _sentence_audio(synth, text):
-        stdout.write((np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
-        stdout.flush()
+        _write_stdout((np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+
+
+def _write_stdout(data: bytes) -> None:
+    """All of `data` to standard output: a pipe closed mid-write raises BrokenPipeError.
+
+    (A write the reader cut short returns a short count instead of raising; the next one raises.)
+    """
+    stdout = sys.stdout.buffer
+    view = memoryview(data)
+    while view:
+        written = stdout.write(view)
+        if not written:
+            raise BrokenPipeError("standard output accepts no more data")
+        view = view[written:]
+    stdout.flush()
 
 
 @click.command()
