@@ -255,6 +255,13 @@ def test_a_broken_voice_folder_does_not_break_the_others(voice_dir, tmp_path, mo
         ({"sample_rate": 22050.5}, "'sample_rate' must be an integer"),
         ({"max_edge_silence_seconds": -0.1}, "'max_edge_silence_seconds' must not be negative"),
         ({"pause_seconds": -1}, "'pause_seconds' must not be negative"),
+        ({"prenet_dropout": 1.5}, "'prenet_dropout' must be below 1"),
+        ({"prenet_dropout": 1}, "'prenet_dropout' must be below 1"),
+        ({"griffin_lim": {"momentum": 1.2}}, "'griffin_lim.momentum' must be below 1"),
+        ({"griffin_lim": {"n_iter": 0}}, "'griffin_lim.n_iter' must be at least 1"),
+        ({"max_decoder_steps": 0}, "'max_decoder_steps' must be at least 1"),
+        ({"batch_size": 0}, "'batch_size' must be at least 1"),
+        ({"sample_rate": 0}, "'sample_rate' must be at least 1"),
     ],
 )
 def test_wrongly_typed_voice_json_values_are_clear_errors(voice_dir, tmp_path, change, message):

@@ -199,9 +199,13 @@ def _defaults_from(config: dict, base: VoiceDefaults, where: Path | None = None)
     return VoiceDefaults(**{**base.__dict__, **values})
 
 
+_BELOW_ONE = {"prenet_dropout", "griffin_lim.momentum"}  # probabilities / momenta
+_AT_LEAST_ONE = {"max_decoder_steps", "batch_size", "sample_rate", "griffin_lim.n_iter"}
+
+
 def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
     """value as kind (bool, int or float; a whole float may be an int; no number a voice uses may
-    be negative), or a VoiceError."""
+    be negative; probabilities stay below 1, counts at least 1), or a VoiceError."""
     ok = isinstance(value, bool) if kind is bool else (
         isinstance(value, (int, float)) and not isinstance(value, bool)
         and (kind is float or float(value).is_integer())
@@ -211,9 +215,17 @@ def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
         source = f"{where / 'voice.json'}: " if where else ""
         expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
         raise VoiceError(f"{source}{key!r} must be {expected}, not {value!r}")
-    if kind is not bool and value < 0:
+    if kind is bool:
+        return value
+    problem = (
+        "must not be negative" if value < 0
+        else "must be below 1" if key in _BELOW_ONE and value >= 1
+        else "must be at least 1" if key in _AT_LEAST_ONE and value < 1
+        else None
+    )  # fmt: skip
+    if problem:
         source = f"{where / 'voice.json'}: " if where else ""
-        raise VoiceError(f"{source}{key!r} must not be negative, not {value!r}")
+        raise VoiceError(f"{source}{key!r} {problem}, not {value!r}")
     return kind(value)
 
 
