@@ -89,6 +89,16 @@ def test_a_closed_stdout_is_an_error_not_a_traceback():
         assert done.stderr.strip().splitlines()[-1] == "Error: standard output is closed"
 
 
+def test_checkpoint_options_need_each_other_and_name_the_bad_file(voice_dir, tmp_path):
+    taco = voice_dir / "tacotron2.pt"
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--tacotron2", taco)
+    assert result.exit_code == 2 and "--tacotron2 needs --waveglow too" in result.output
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--waveglow", empty)
+    assert result.exit_code == 1 and "empty.pt is empty; expected a checkpoint" in result.output
+
+
 def test_unknown_option_is_a_usage_error():
     result = run("say", "hi", "--bogus")
     assert result.exit_code == 2 and "No such option" in result.output

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UnknownVoiceError, VoiceError
+from .errors import ConfigError, UnknownVoiceError, VoiceError
 from .synthesizer import Voice, VoiceDefaults
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def _vocoder_from(config: dict, folder: Path | None, waveglow_path: Path | None)
     if kind != "waveglow":
         raise VoiceError(f"unknown vocoder {kind!r} (expected 'waveglow' or 'griffin-lim')")
     path = waveglow_path or (folder / "waveglow.pt" if folder else None)
-    if path is None or not Path(path).is_file():
+    if path is None or not Path(path).exists():
         raise VoiceError(f"the voice needs a WaveGlow file, and {path} does not exist")
     from .checkpoints import load_waveglow
 
@@ -293,7 +293,7 @@ def load_voice(
         from .checkpoints import load_tacotron2
 
         if waveglow_path is None and not name:
-            raise VoiceError("--tacotron2 needs --waveglow too (or --voice for its vocoder)")
+            raise ConfigError("--tacotron2 needs --waveglow too (or --voice for its vocoder)")
         if waveglow_path is None:
             base = load_voice(name)
             base.tacotron2 = load_tacotron2(tacotron2_path)
