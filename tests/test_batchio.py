@@ -132,6 +132,31 @@ def test_auto_decides_on_the_first_non_blank_line():
     assert [i.blank for i in items(b"\n \n\t\n")] == [True, True, True]
 
 
+def test_a_guessed_id_text_format_is_announced_and_holds_later_lines_to_it(caplog):
+    data = b"Warning|read carefully.\nThird: a|b.\nplain line\nLJ2|Two|Two.\n"
+    with caplog.at_level("WARNING", logger="ttscli.batchio"):
+        got = items(data)
+    assert "reading the input as id|text (its first line starts with 'Warning|')" in caplog.text
+    assert [(i.id, i.text) for i in got] == [
+        ("Warning", "read carefully."), (None, "Third: a|b."), (None, "plain line"), ("LJ2", "Two.")
+    ]  # fmt: skip
+    assert "'Third: a' is not an id (the input was read as id|text" in got[1].error
+    assert (
+        got[2].error
+        == "no '|' between id and text (the input was read as id|text from its first line)"
+    )
+    # asked for explicitly, id|text takes any id the output folder allows, and says nothing
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ttscli.batchio"):
+        explicit = items(data, "id-text")
+    assert caplog.text == ""
+    assert [(i.id, i.text, i.error) for i in explicit[:3]] == [
+        ("Warning", "read carefully.", None),
+        ("Third: a", "b.", None),
+        (None, "plain line", "no '|' between id and text"),
+    ]
+
+
 def test_explicit_format_wins_over_detection():
     assert items(b"a|b\n", "text")[0].text == "a|b"
     assert items(b'{"text": "x"}\n', "jsonl", path="in.txt")[0].text == "x"

@@ -10,7 +10,9 @@ Inputs (`read_items`)
     ``id|voice|text`` rows their text. ``fmt="auto"`` (`detect_format`): JSONL for a ``.jsonl``
     path; else ``id-text`` when the first non-blank line starts with ``[A-Za-z0-9_.-]{1,64}``
     immediately followed by ``|``; else text. On standard input (``path=None``) a first
-    non-blank line that is a JSON object also means JSONL.
+    non-blank line that is a JSON object also means JSONL. A guessed ``id-text`` is announced
+    (a warning on the ``ttscli.batchio`` logger), and later lines that do not start the same
+    way are error items, not texts cut at a ``|``.
 
     Every input line yields exactly one `InputItem`, in order: ``blank`` for whitespace-only
     lines, ``error`` (a message saying why) for a line that cannot be spoken, else an ``id`` and
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import re
@@ -76,6 +79,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import TTSError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -189,13 +194,19 @@ def read_items(
     if fmt not in FORMATS:
         raise TTSError(f"unknown input format {fmt!r}; choose one of {', '.join(FORMATS)}")
     source = _idle_lines(stream, idle_seconds) if idle_seconds else _lines(stream)
-    parser = _Parser(None if fmt == "auto" else fmt)
+    parser = _Parser(None if fmt == "auto" else fmt, guessed=fmt == "auto")
     for raw in source:
         if raw is FLUSH:
             yield FLUSH
             continue
         if parser.fmt is None and not _is_blank(raw):
             parser.fmt = detect_format(path, raw)
+            if parser.fmt == "id-text":
+                log.warning(
+                    "reading the input as id|text (its first line starts with %r); "
+                    "--format text speaks whole lines",
+                    raw.partition(b"|")[0].decode("utf-8", "replace") + "|",
+                )
         yield parser.parse(raw)
 
 
@@ -272,6 +283,7 @@ def _idle_lines(stream: BinaryIO, idle_seconds: float) -> Iterator[bytes | objec
 @dataclass
 class _Parser:
     fmt: str | None  # None until "auto" has seen a non-blank line
+    guessed: bool = False  # fmt comes from "auto": an id|text line must look like the first
     line: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # id -> the line that owns it
 
@@ -294,9 +306,22 @@ class _Parser:
     def _id_text(self, n: int, raw: bytes) -> InputItem:
         if b"|" not in raw:
             text, problem = _decode(raw, n)
-            return InputItem(n, None, None, text, problem or "no '|' between id and text")
+            hint = " (the input was read as id|text from its first line)" if self.guessed else ""
+            return InputItem(n, None, None, text, problem or f"no '|' between id and text{hint}")
         raw_id_bytes, _, _ = raw.partition(b"|")
         text, problem = _decode(raw.rpartition(b"|")[2], n)
+        if self.guessed and not _ID_TEXT_START.match(raw.removeprefix(_BOM)):
+            whole, whole_problem = _decode(raw, n)
+            raw_id = raw_id_bytes.decode("utf-8", "replace")
+            return InputItem(
+                n,
+                None,
+                raw_id,
+                whole,
+                whole_problem
+                or f"{raw_id[:40]!r} is not an id (the input was read as id|text from its "
+                "first line; --format text speaks whole lines)",
+            )
         try:
             raw_id = raw_id_bytes.decode("utf-8")
         except UnicodeDecodeError:
