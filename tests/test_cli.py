@@ -99,6 +99,18 @@ def test_checkpoint_options_need_each_other_and_name_the_bad_file(voice_dir, tmp
     assert result.exit_code == 1 and "empty.pt is empty; expected a checkpoint" in result.output
 
 
+def test_dash_is_refused_where_only_a_file_or_folder_makes_sense(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("hello\n")
+    result = run("batch", "in.txt", "-o", "-")
+    assert result.exit_code == 2 and "one audio file per line into a folder" in result.output
+    src = tmp_path / "wg.pt"
+    src.write_bytes(b"x")
+    result = run("convert", src, "-")
+    assert result.exit_code == 2 and "not to standard output" in result.output
+    assert not (tmp_path / "-").exists()
+
+
 def test_unknown_option_is_a_usage_error():
     result = run("say", "hi", "--bogus")
     assert result.exit_code == 2 and "No such option" in result.output

@@ -20,6 +20,17 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def no_dash(why: str):
+    """A callback refusing "-" (standard input/output) for a path that must name a file or folder."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value == "-":
+            raise click.BadParameter(f"'-' cannot be used here: {why}", ctx, param)
+        return value
+
+    return check
+
+
 def synthesis_options(func):
     """Voice, device, precision and per-call synthesis options (each with a TTSCLI_* envvar)."""
     options = [

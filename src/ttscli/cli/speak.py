@@ -13,7 +13,7 @@ import click
 
 from ..errors import TTSError
 from .cluster import build_ray_pool, ray_options, report_workers
-from .options import build_synthesizer, synthesis_options
+from .options import build_synthesizer, no_dash, synthesis_options
 
 AUDIO_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -188,6 +188,7 @@ def _write_stdout(data: bytes) -> None:
     "--output-dir",
     required=True,
     type=click.Path(file_okay=False),
+    callback=no_dash("a batch writes one audio file per line into a folder"),
     help="Folder for the audio files and manifest.jsonl (created if missing).",
 )
 @click.option(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .options import no_dash
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
@@ -122,7 +124,11 @@ def _checker(kind: str) -> Callable[[Path], None]:
 
 @click.command()
 @click.argument("src", type=click.Path(exists=True, dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
+@click.argument(
+    "dst",
+    type=click.Path(dir_okay=False),
+    callback=no_dash("a checkpoint is written to a file (atomically), not to standard output"),
+)
 @click.option("--fp16", is_flag=True, help="Store the weights in half precision (half the size).")
 def convert(src: str, dst: str, fp16: bool) -> None:
     """Convert a checkpoint SRC into ttscli's safe format DST.
