@@ -69,6 +69,34 @@ def test_ray_address_that_is_a_file_name_is_a_usage_error(tmp_path):
     assert "not a Ray address" in result.output and "--ray=ADDRESS" in result.output
 
 
+def test_ray_only_options_without_ray_are_usage_errors(tmp_path):
+    src = lines_file(tmp_path, 1)
+    for extra, named in (
+        (["--workers", "2"], "--workers needs --ray"),
+        (["--gather", "--worker-threads", "1"], "--worker-threads and --gather need --ray"),
+    ):
+        result = run(src, "-o", tmp_path / "out", *extra)
+        assert result.exit_code == 2 and named in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_ray_address_fails_fast(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    voice = write_voice(tmp_path / "voice")
+    result = run(  # Ray alone would retry this address for ever
+        lines_file(tmp_path, 2), "-o", tmp_path / "out", f"--ray=127.0.0.1:{port}", "--voice", voice
+    )
+    assert (
+        result.exit_code == 1
+        and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in result.output
+    )
+
+
 def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     voice = write_voice(tmp_path / "voice")

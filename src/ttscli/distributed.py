@@ -154,6 +154,7 @@ class RayPool:
                     address="local", include_dashboard=False, _node_ip_address="127.0.0.1"
                 )
             else:
+                _check_reachable(self.options.address)
                 kwargs.update(address=self.options.address)
             try:
                 ray.init(**kwargs)
@@ -349,3 +350,18 @@ def _import_ray():
     except ImportError as exc:
         raise TTSError("--ray needs Ray: pip install 'ttscli[ray]'") from exc
     return ray
+
+
+def _check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
+    """A TTSError if HOST:PORT (or ray://HOST:PORT) takes no TCP connection: Ray itself would
+    retry an unreachable address for ever. "auto" is left to Ray."""
+    import socket
+
+    host_port = address.removeprefix("ray://")
+    if address == "auto" or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_seconds).close()
+    except (OSError, ValueError) as exc:
+        raise TTSError(f"cannot reach the Ray cluster at {address}: {exc}") from exc

@@ -65,6 +65,20 @@ def ray_options(func):
     return func
 
 
+def check_ray_options(ctx: click.Context, params: dict) -> None:
+    """--workers, --worker-threads and --gather mean something only with --ray."""
+    if params["ray_address"] is not None:
+        return
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("workers", "worker_threads", "gather")
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        verb = "need" if len(given) > 1 else "needs"
+        raise click.UsageError(f"{' and '.join(given)} {verb} --ray (Ray workers)", ctx)
+
+
 def build_ray_pool(params: dict, out_dir: Path, ext: str):
     """A started-on-enter RayPool for the CLI's synthesis and Ray options."""
     from ..distributed import RayOptions, RayPool

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import TTSError
-from .cluster import build_ray_pool, ray_options, report_workers
+from .cluster import build_ray_pool, check_ray_options, ray_options, report_workers
 from .options import build_synthesizer, no_dash, synthesis_options
 
 AUDIO_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC"}
@@ -229,6 +229,7 @@ def batch(input_path: str, output_dir: str, fmt: str, audio_format: str, overwri
     """
     from ..batchio import Manifest, clean_leftovers, read_items
 
+    check_ray_options(click.get_current_context(), params)
     out_dir = Path(output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
