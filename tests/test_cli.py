@@ -111,6 +111,27 @@ def test_dash_is_refused_where_only_a_file_or_folder_makes_sense(tmp_path, monke
     assert not (tmp_path / "-").exists()
 
 
+def test_waveglow_options_on_a_griffin_lim_voice_are_warned_about(voice_dir, tmp_path):
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--sigma", "0.3")
+    assert result.exit_code == 0
+    assert "Warning: --sigma changes nothing for voice" in result.output
+    result = run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir, "--denoise", "0.1",
+                 "--sigma", "1")  # fmt: skip
+    assert "--sigma and --denoise change nothing" in result.output
+    assert "Warning" not in run("say", "hi", "-o", tmp_path / "x.wav", "--voice", voice_dir).output
+
+
+def test_bad_environment_values_name_their_variable(monkeypatch, tmp_path):
+    for name, value in (("TTSCLI_SEED", "junk"), ("TTSCLI_MAX_DECODER_STEPS", "0")):
+        monkeypatch.setenv(name, value)
+        result = run("say", "hi", "-o", tmp_path / "x.wav")
+        assert result.exit_code == 2 and f"env var: '{name}'" in result.output
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TTSCLI_FRONTEND", "x")
+    result = run("normalize", "hi")
+    assert result.exit_code == 2 and "env var: 'TTSCLI_FRONTEND'" in result.output
+
+
 def test_unknown_option_is_a_usage_error():
     result = run("say", "hi", "--bogus")
     assert result.exit_code == 2 and "No such option" in result.output

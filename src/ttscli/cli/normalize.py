@@ -20,6 +20,7 @@ import click
     default="dle",
     show_default=True,
     envvar="TTSCLI_FRONTEND",
+    show_envvar=True,
     help="dle: the torch.hub weights' front end; original: NVIDIA/tacotron2's (Unidecode).",
 )
 def normalize(text: str, show_ids: bool, as_json: bool, frontend: str) -> None:

@@ -72,39 +72,50 @@ def synthesis_options(func):
             show_envvar=True,
             help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
         ),
-        click.option("--sigma", type=FiniteRange(0.0, 10.0), help="WaveGlow noise scale (0-10)."),
+        click.option(
+            "--sigma",
+            type=FiniteRange(0.0, 10.0),
+            help="WaveGlow noise scale (0-10). Default: the voice's (NVIDIA's: 0.6). "
+            "WaveGlow voices only.",
+        ),
         click.option(
             "--denoise",
             "denoiser_strength",
             type=FiniteRange(0.0, 1.0),
             metavar="STRENGTH",
-            help="Denoiser strength for WaveGlow voices, 0-1 (0 disables it).",
+            help="Denoiser strength, 0-1 (0 disables it). Default: the voice's (NVIDIA's: "
+            "0.01). WaveGlow voices only.",
         ),
         click.option(
             "--seed",
             type=click.IntRange(0, 2**63 - 1),
             envvar="TTSCLI_SEED",
-            help="Seed for repeatable output (a non-negative integer).",
+            show_envvar=True,
+            help="Seed for repeatable output (a non-negative integer): the same seed, text and "
+            "batch size give the same audio.",
         ),
         click.option(
             "--max-decoder-steps",
             type=click.IntRange(min=1),
             envvar="TTSCLI_MAX_DECODER_STEPS",
-            help="Longest sentence, in decoder steps; longer text is split into pieces.",
+            show_envvar=True,
+            help="Longest sentence, in decoder steps; longer text is split into pieces. "
+            "Default: the voice's (NVIDIA's: 2000).",
         ),
         click.option(
             "--batch-size",
             type=click.IntRange(min=1),
             envvar="TTSCLI_BATCH_SIZE",
             show_envvar=True,
-            help="Sentences rendered together.",
+            help="Sentences rendered together. Default: the voice's (NVIDIA's: 4).",
         ),
         click.option(
             "--pause",
             "pause_seconds",
             type=FiniteRange(0.0, 60.0),
             metavar="SECONDS",
-            help="Silence between sentences (0-60).",
+            help="Silence between sentences (0-60). Default: the voice's (NVIDIA's: 0.3). "
+            "A sentence under 20 characters is spoken together with the next one.",
         ),
         click.option(
             "-v", "--verbose", is_flag=True, help="Say which voice and files are used, and timings."
@@ -116,6 +127,22 @@ def synthesis_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _warn_unused_vocoder_options(params: dict, voice) -> None:
+    from ..vocoders import WaveGlowVocoder
+
+    if isinstance(voice.vocoder, WaveGlowVocoder):
+        return
+    unused = [flag for flag, key in (("--sigma", "sigma"), ("--denoise", "denoiser_strength"))
+              if params.get(key) is not None]  # fmt: skip
+    if unused:
+        click.echo(
+            f"Warning: {' and '.join(unused)} {'change' if len(unused) > 1 else 'changes'} "
+            f"nothing for voice {voice.name!r}: "
+            f"it has no WaveGlow ({type(voice.vocoder).__name__})",
+            err=True,
+        )
 
 
 def build_synthesizer(params: dict):
@@ -132,6 +159,7 @@ def build_synthesizer(params: dict):
         raise click.BadParameter(str(exc), param_hint="'--voice'") from exc
     except ConfigError as exc:  # an option this machine cannot honour (exit 2)
         raise click.UsageError(str(exc)) from exc
+    _warn_unused_vocoder_options(params, voice)
     if params["verbose"]:
         click.echo(f"voice: {voice.name} ({type(voice.vocoder).__name__})", err=True)
         for role, path in voice.files.items():
