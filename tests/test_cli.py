@@ -173,6 +173,12 @@ def test_say_flac_and_stdout_and_raw(voice_dir, tmp_path):
     )
     assert result.exit_code == 0
     assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)
+    # a sentence with nothing to say is left out, as -o does, not an error after the audio
+    result = CliRunner().invoke(
+        cli, ["say", "One. 😀! Two.", "--raw", "--pause", "0.1", "--voice", str(voice_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)
 
 
 @pytest.mark.parametrize(

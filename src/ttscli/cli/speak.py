@@ -142,8 +142,17 @@ def _sentence_audio(synth, text: str):
     import numpy as np
 
     from ..segment import split_sentences
+    from ..text import check_speakable
 
     sentences = split_sentences(text) or [text]
+    speakable = []
+    for sentence in sentences:  # as for one item: sentences with nothing to say are left out
+        try:
+            check_speakable(sentence, synth.voice.frontend)
+            speakable.append(sentence)
+        except TTSError:
+            pass
+    sentences = speakable or sentences[:1]  # nothing at all: let the first one say why
     pause = np.zeros(int(synth.pause_seconds * synth.voice.sample_rate), np.float32)
     failed = []
     for result in synth.stream((n, s) for n, s in enumerate(sentences)):
