@@ -521,6 +521,17 @@ def test_resume_decisions(tmp_path):
 
 
 # -- atomic audio ----------------------------------------------------------------------------
+def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.wav"
+    link.symlink_to(tmp_path / "real" / "take1.wav")  # dangling until written
+    write_audio_atomic(link, np.zeros(100, dtype=np.float32), 22050)
+    assert link.is_symlink() and soundfile.info(str(tmp_path / "real" / "take1.wav")).frames == 100
+    write_audio_atomic(link, np.zeros(50, dtype=np.float32), 22050)
+    assert link.is_symlink() and soundfile.info(str(link)).frames == 50
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["take1.wav"]
+
+
 def test_written_audio_is_16_bit_clipped_and_readable(tmp_path):
     audio = np.array([-2.0, -1.0, -0.5, 0.0, 0.25, 1.0, 3.0, np.nan], dtype=np.float32)
     expected = np.array([-1.0, -1.0, -0.5, 0.0, 0.25, 1.0, 1.0, 0.0])

@@ -633,7 +633,7 @@ def write_audio_atomic(path: Path | str, audio: np.ndarray, sample_rate: int) ->
 
     ``audio`` is 1-D float in [-1, 1]; values outside are clipped, NaN becomes silence.
     Raises TTSError for a bad extension, shape or rate, or when the file cannot be written;
-    no partial file is left behind in any case.
+    no partial file is left behind in any case. A symbolic link is kept: its target is replaced.
     """
     import numpy as np
     import soundfile
@@ -648,6 +648,8 @@ def write_audio_atomic(path: Path | str, audio: np.ndarray, sample_rate: int) ->
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise TTSError(f"sample rate must be a positive integer, got {sample_rate}")
     data = np.clip(np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    if path.is_symlink():  # write what the link points at, as `>` would, keeping the link
+        path = Path(os.path.realpath(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
