@@ -327,3 +327,10 @@ def test_resume_redoes_lines_spoken_with_other_settings_or_voice(voice_dir, tmp_
     assert len(manifest(out)) == 6
     assert batch(other, src, "-o", out, "--seed", "2").exit_code == 0
     assert len(manifest(out)) == 6
+    # with a seed the batch size matters too (it decides which random draws a line gets)
+    assert batch(other, src, "-o", out, "--seed", "2", "--batch-size", "1").exit_code == 0
+    assert len(manifest(out)) == 8
+    # without one it does not: unseeded audio differs run to run anyway
+    assert batch(other, src, "-o", out).exit_code == 0
+    assert batch(other, src, "-o", out, "--batch-size", "1").exit_code == 0
+    assert len(manifest(out)) == 10

@@ -168,15 +168,23 @@ def test_say_flac_and_stdout_and_raw(voice_dir, tmp_path):
     result = CliRunner().invoke(cli, ["say", "hi", "-o", "-", "--voice", str(voice_dir)])
     audio, rate = soundfile.read(io.BytesIO(result.stdout_bytes))
     assert result.exit_code == 0 and rate == 22050 and len(audio) == 20 * 256
+    two = "The first sentence is here. And here is the second."
+    result = CliRunner().invoke(
+        cli, ["say", two, "--raw", "--pause", "0.1", "--voice", str(voice_dir)]
+    )
+    assert result.exit_code == 0
+    assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)  # 16-bit samples
+    # the same pieces as -o: sentences under 20 characters go with the next one, no pause
     result = CliRunner().invoke(
         cli, ["say", "One. Two.", "--raw", "--pause", "0.1", "--voice", str(voice_dir)]
     )
-    assert result.exit_code == 0
-    assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)
+    assert result.exit_code == 0 and len(result.stdout_bytes) == 2 * 20 * 256
     # a sentence with nothing to say is left out, as -o does, not an error after the audio
     result = CliRunner().invoke(
-        cli, ["say", "One. 😀! Two.", "--raw", "--pause", "0.1", "--voice", str(voice_dir)]
-    )
+        cli,
+        ["say", "The first sentence is here. And here is the second. 😀!", "--raw",
+         "--pause", "0.1", "--voice", str(voice_dir)],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(result.stdout_bytes) == 2 * (2 * 20 * 256 + 2205)
 

@@ -141,10 +141,11 @@ def _sentence_audio(synth, text: str):
     ClickException at the end when any sentence failed (the others were yielded)."""
     import numpy as np
 
-    from ..segment import split_sentences
+    from ..segment import segment
     from ..text import check_speakable
 
-    sentences = split_sentences(text) or [text]
+    # the pieces one item of this text would be rendered as (short sentences joined)
+    sentences = segment(text, synth.max_piece_chars) or [text]
     speakable = []
     for sentence in sentences:  # as for one item: sentences with nothing to say are left out
         try:
@@ -282,6 +283,8 @@ def _settings_key(params: dict) -> str:
     voice = voice_signature(params["voice"], params["tacotron2_path"], params["waveglow_path"])
     options = ("sigma", "denoiser_strength", "seed", "precision", "pause_seconds",
                "max_decoder_steps")  # fmt: skip
+    if params["seed"] is not None:  # a seed repeats a line's audio only at the same batch size
+        options += ("batch_size",)
     return settings_key({"voice": voice, **{k: params[k] for k in options}})
 
 
