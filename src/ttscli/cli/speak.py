@@ -144,8 +144,9 @@ def _sentence_audio(synth, text: str):
     from ..segment import segment
     from ..text import check_speakable
 
-    # the pieces one item of this text would be rendered as (short sentences joined)
-    sentences = segment(text, synth.max_piece_chars) or [text]
+    # the pieces one item of this text would be rendered as (short sentences joined), each
+    # short enough to be an item of its own
+    sentences = segment(text, min(synth.max_piece_chars, synth.config.max_chars)) or [text]
     speakable = []
     for sentence in sentences:  # as for one item: sentences with nothing to say are left out
         try:
