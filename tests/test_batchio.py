@@ -511,6 +511,15 @@ def test_resume_decisions(tmp_path):
         "emptied": False,  # not an audio file any more
         "cut": False,  # shorter than its row says
     }
+    # a FLAC file cut short keeps its header's length: its last frame no longer decodes
+    (flac_ok,) = items(b"f2|F two.\n")
+    write_audio_atomic(tmp_path / "f2.flac", np.sin(np.arange(22050) / 9.0) * 0.5, 22050)
+    with Manifest(tmp_path) as m:
+        m.append(ok_row(flac_ok, "f2.flac", 1.0, 10, 5.0))
+    assert should_skip(flac_ok, tmp_path, Manifest(tmp_path).load(), ".flac")
+    whole = (tmp_path / "f2.flac").read_bytes()
+    (tmp_path / "f2.flac").write_bytes(whole[: len(whole) // 2])
+    assert not should_skip(flac_ok, tmp_path, Manifest(tmp_path).load(), ".flac")
     # asking for FLAC files: the WAV rows do not count
     flac_item = second[5]
     (tmp_path / "flac.flac").write_bytes(b"audio from elsewhere")

@@ -610,12 +610,17 @@ def _audio_intact(path: Path, seconds: object) -> bool:
     if not path.is_file():
         return False
     try:
-        info = soundfile.info(str(path))
+        with soundfile.SoundFile(str(path)) as f:
+            frames, rate = f.frames, f.samplerate
+            # a FLAC header keeps its length when the file is cut: decode the last frame
+            f.seek(max(frames - 1, 0))
+            if frames and len(f.read(1)) != 1:
+                return False
     except (OSError, RuntimeError):  # soundfile's errors are RuntimeErrors
         return False
     if not isinstance(seconds, int | float):
-        return info.frames > 0
-    return abs(info.frames / info.samplerate - seconds) <= 1e-3
+        return frames > 0
+    return abs(frames / rate - seconds) <= 1e-3
 
 
 def audio_path(out_dir: Path | str, item_id: str, ext: str = ".wav") -> Path:
