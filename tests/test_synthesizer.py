@@ -9,7 +9,7 @@ import pytest
 import torch
 from voicekit import tiny_tacotron2
 
-from ttscli.errors import ConfigError, SynthesisError
+from ttscli.errors import ConfigError, SynthesisError, TextError
 from ttscli.synthesizer import (
     FLUSH,
     SynthesisConfig,
@@ -156,6 +156,77 @@ def test_seed_makes_prenet_dropout_repeatable():
 
     assert np.array_equal(render(3), render(3))
     assert not np.array_equal(render(3), render(4))
+
+
+def test_a_seed_repeats_each_call_and_leaves_the_callers_generators_alone():
+    voice = make_voice(prenet_dropout=0.5)
+    seeded = Synthesizer(voice, SynthesisConfig(seed=3))
+    torch.manual_seed(99)
+    expected_next_draw = torch.rand(3)
+    torch.manual_seed(99)
+    first = seeded.synthesize("hello there").audio
+    assert torch.equal(torch.rand(3), expected_next_draw)  # the caller's stream is untouched
+    Synthesizer(voice, SynthesisConfig(seed=4))  # another seeded synthesizer changes nothing
+    assert np.array_equal(seeded.synthesize("hello there").audio, first)
+    # a line's audio does not depend on what an earlier call rendered
+    list(seeded.stream([(0, "something else first"), (1, "and more")]))
+    assert np.array_equal(seeded.synthesize("hello there").audio, first)
+    # unseeded, the draws come from the global generator, as in NVIDIA's code
+    plain = Synthesizer(voice)
+    torch.manual_seed(5)
+    a = plain.synthesize("hello there").audio
+    torch.manual_seed(5)
+    assert np.array_equal(plain.synthesize("hello there").audio, a)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("prenet_dropout", 1.0), ("prenet_dropout", -0.5), ("prenet_dropout", 2),
+        ("pause_seconds", float("inf")), ("pause_seconds", -1), ("sigma", float("nan")),
+        ("sigma", -1), ("seed", "abc"), ("seed", 2**70), ("seed", 1.5), ("seed", True),
+        ("batch_size", 0), ("batch_size", 2.5), ("max_decoder_steps", 2.5),
+        ("gate_threshold", 5), ("denoiser_strength", -1), ("max_chars", 0),
+        ("device", 3), ("precision", 16),
+    ],
+)  # fmt: skip
+def test_bad_config_values_are_config_errors(option, value):
+    with pytest.raises(ConfigError, match=option):
+        SynthesisConfig(**{option: value})
+
+
+def test_devices_other_than_cpu_and_cuda_are_config_errors():
+    with pytest.raises(ConfigError, match="unsupported device 'mps'"):
+        resolve_device("mps")
+
+
+def test_text_problems_are_text_errors_and_stream_wants_pairs():
+    synth = Synthesizer(make_voice())
+    for bad in ("", "...", "x" * 20_001, None, 123, b"bytes"):
+        with pytest.raises(TextError):
+            synth.synthesize(bad)
+    with pytest.raises(TextError, match=r"\(id, text\) pairs"):
+        list(synth.stream(["hi", "ok"]))
+
+
+def test_synthesizers_sharing_a_voice_each_render_in_their_own_dtype():
+    class DtypeVocoder(FrameVocoder):
+        def to(self, device, dtype):
+            self.dtype = dtype
+            return self
+
+        def __call__(self, mel, **kwargs):
+            self.rendered_in = self.dtype
+            return super().__call__(mel, **kwargs)
+
+    voice = make_voice()
+    voice.vocoder = DtypeVocoder()
+    bf16 = Synthesizer(voice, SynthesisConfig(precision="bf16"))
+    fp32 = Synthesizer(voice, SynthesisConfig(precision="fp32"))  # moves the shared models
+    bf16.synthesize("hello there")
+    assert voice.vocoder.rendered_in == torch.bfloat16
+    fp32.synthesize("hello there")
+    assert voice.vocoder.rendered_in == torch.float32
 
 
 def test_config_overrides_voice_defaults():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -73,6 +74,43 @@ class SynthesisConfig:
     max_chars: int = 20_000  # longest text accepted as one item
     fixed_decoder_steps: int | None = None  # benchmarks: ignore the gate, run exactly N steps
 
+    def __post_init__(self) -> None:
+        for name, (kind, low, high, high_open) in _CONFIG_RANGES.items():
+            _check_option(name, getattr(self, name), kind, low, high, high_open)
+        for name in ("device", "precision"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string or None, not {value!r}")
+
+
+# option: (type, lowest, highest, whether the highest is excluded); None values mean "default"
+_CONFIG_RANGES: dict[str, tuple[type, float, float, bool]] = {
+    "sigma": (float, 0.0, math.inf, False),
+    "denoiser_strength": (float, 0.0, 1.0, False),
+    "max_decoder_steps": (int, 1, math.inf, False),
+    "gate_threshold": (float, 0.0, 1.0, False),
+    "prenet_dropout": (float, 0.0, 1.0, True),
+    "seed": (int, 0, 2**63 - 1, False),
+    "batch_size": (int, 1, math.inf, False),
+    "pause_seconds": (float, 0.0, math.inf, False),
+    "max_chars": (int, 1, math.inf, False),
+    "fixed_decoder_steps": (int, 1, math.inf, False),
+}
+
+
+def _check_option(name: str, value: object, kind: type, low: float, high: float, open_: bool):
+    if value is None:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
+        expected = "an integer" if kind is int else "a finite number"
+        raise ConfigError(f"{name} must be {expected} or None, not {value!r}")
+    if value < low or value > high or (open_ and value == high):
+        top = f"below {high}" if open_ else f"at most {high}" if math.isfinite(high) else ""
+        raise ConfigError(
+            f"{name} must be at least {low}{' and ' + top if top else ''}, not {value!r}"
+        )
+
 
 @dataclass
 class Result:
@@ -116,6 +154,8 @@ def resolve_device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r} (expected auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
     return device
@@ -171,8 +211,8 @@ class Synthesizer:
         )
         self.gate_threshold = pick(c.gate_threshold, d.gate_threshold)
         self.prenet_dropout = pick(c.prenet_dropout, d.prenet_dropout)
-        self.batch_size = max(1, int(pick(c.batch_size, d.batch_size)))
-        self.pause_seconds = max(0.0, float(pick(c.pause_seconds, d.pause_seconds)))
+        self.batch_size = int(pick(c.batch_size, d.batch_size))
+        self.pause_seconds = float(pick(c.pause_seconds, d.pause_seconds))
         if self.max_decoder_steps < 1:
             raise SynthesisError("max decoder steps must be at least 1")
         self.device = resolve_device(c.device)
@@ -181,15 +221,17 @@ class Synthesizer:
         self.max_piece_chars = max(
             8, int(self.max_decoder_steps * self.frames_per_step / FRAMES_PER_CHAR)
         )
-        voice.tacotron2.to(device=self.device, dtype=self.taco_dtype).eval()
-        voice.vocoder.to(self.device, self.vocoder_dtype)
+        self._place_models()
         self._fp32_fallback: Synthesizer | None = None
-        if c.seed is not None:
-            torch.manual_seed(c.seed)
+        self._seed_states = None if c.seed is None else self._seeded_states(c.seed)
+        self._rng_states = self._seed_states
 
     # -- public API -------------------------------------------------------------------------
     def synthesize(self, text: str) -> Result:
-        """Render one text; raises TextError/SynthesisError instead of returning an error."""
+        """Render one text; raises TextError (nothing to say, too long, not a str) or
+        SynthesisError (the decoder never stopped, non-finite audio) instead of returning an
+        error."""
+        self._prepare(0, text)  # a TextError here, before any rendering
         (result,) = self.stream([(None, text)])
         if result.error:
             raise SynthesisError(result.error)
@@ -201,7 +243,12 @@ class Synthesizer:
         Items are buffered until the window holds 4 x batch_size pieces (or FLUSH / the end of
         the input arrives), then rendered in length-sorted batches. Memory stays bounded by
         the window whatever the input's length.
+
+        With a seed, every call starts from it: the same items give the same audio, whatever
+        was rendered before, and the caller's own torch generators are left untouched.
+        Without one, draws come from torch's global generators, as in NVIDIA's code.
         """
+        self._rng_states = self._seed_states
         window: list[tuple[object, str]] = []
         n_pieces = 0
         for item in items:
@@ -210,6 +257,8 @@ class Synthesizer:
                     yield from self._render_window(window)
                     window, n_pieces = [], 0
                 continue
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise TextError(f"stream() takes (id, text) pairs, got {item!r:.60}")
             window.append(item)
             n_pieces += max(1, len(item[1]) // max(1, self.max_piece_chars))
             if n_pieces >= 4 * self.batch_size:
@@ -219,9 +268,44 @@ class Synthesizer:
             yield from self._render_window(window)
 
     # -- internals --------------------------------------------------------------------------
+    def _place_models(self) -> None:
+        """The voice's models on this synthesizer's device and dtypes (another synthesizer
+        sharing the voice may have moved them; a no-op when they are in place)."""
+        self.voice.tacotron2.to(device=self.device, dtype=self.taco_dtype).eval()
+        self.voice.vocoder.to(self.device, self.vocoder_dtype)
+
+    def _seeded_states(self, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.manual_seed(seed)
+            return self._current_states()
+
+    def _cuda_devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _current_states(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    @contextlib.contextmanager
+    def _randomness(self) -> Iterator[None]:
+        """Seeded: draw from this synthesizer's own generator states (the global ones are put
+        back afterwards). Unseeded: the global generators."""
+        if self._rng_states is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            cpu, cuda = self._rng_states
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            yield
+            self._rng_states = self._current_states()
+
     def _prepare(self, owner: int, text: str) -> list[_Piece]:
         from .text import check_speakable, clean_text
 
+        if not isinstance(text, str):
+            raise TextError(f"text must be a str, not {type(text).__name__}")
         if len(text) > self.config.max_chars:
             raise TextError(
                 f"text too long ({len(text):,} characters; at most {self.config.max_chars:,} "
@@ -261,7 +345,9 @@ class Synthesizer:
             except TTSError as exc:
                 pieces_of.append(str(exc))
         todo = [p for ps in pieces_of if isinstance(ps, list) for p in ps]
-        self._render_pieces(todo)
+        self._place_models()
+        with self._randomness():
+            self._render_pieces(todo)
         elapsed = time.perf_counter() - started
         total_chars = sum(len(p.text) for p in todo) or 1
         for owner, (item_id, text) in enumerate(window):

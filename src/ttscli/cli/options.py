@@ -91,7 +91,7 @@ def synthesis_options(func):
             type=click.IntRange(0, 2**63 - 1),
             envvar="TTSCLI_SEED",
             show_envvar=True,
-            help="Seed for repeatable output (a non-negative integer): the same seed, text and "
+            help="Seed for repeatable output (a non-negative integer): the same seed, input and "
             "batch size give the same audio.",
         ),
         click.option(
