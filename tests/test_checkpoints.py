@@ -460,6 +460,9 @@ def test_broken_files_raise_checkpoint_error(tmp_path: Path) -> None:
         load_tacotron2(empty)
     with pytest.raises(CheckpointError, match="truncated"):
         load_tacotron2(tmp_path / "legacy_0.5.pt")
+    (text := tmp_path / "notes.txt").write_text("[1, 2, 3]\n")
+    with pytest.raises(CheckpointError, match="notes.txt is not a PyTorch checkpoint"):
+        inspect_checkpoint(text)
 
 
 def test_wrong_kind_is_refused() -> None:

@@ -105,10 +105,19 @@ def _read(path: _PathLike) -> tuple[Any, bool, Path]:
         obj = read_pickled_checkpoint(p)
     except CheckpointError as exc:
         message = str(exc)
-        if str(p) not in message:
+        if "truncated or corrupt" in message and not _looks_like_torch_file(p):
+            message = f"{p} is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+        elif str(p) not in message:
             message = f"cannot load {p}: {message}"
         raise CheckpointError(message) from torch_error
     return obj, False, p
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive, or before torch 1.6 a pickle (protocol 2: byte 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
