@@ -317,3 +317,18 @@ def test_non_finite_fp32_output_is_an_error():
     synth = Synthesizer(Voice("tiny", base.tacotron2, NanVocoder(), defaults=base.defaults))
     (result,) = synth.stream([(0, "hello")])
     assert not result.ok and "non-finite" in result.error
+
+
+def test_a_waveglow_for_other_mels_is_a_voice_error():
+    from ttscli.errors import VoiceError
+    from ttscli.vocoders import WaveGlowVocoder
+    from ttscli.waveglow import WaveGlow
+
+    voice = make_voice()
+    n_mel = voice.tacotron2.n_mel_channels
+    wn = dict(n_layers=1, kernel_size=3, n_channels=8)
+    voice.vocoder = WaveGlowVocoder(WaveGlow(n_mel + 1, 2, 8, 4, 2, wn))
+    with pytest.raises(VoiceError, match=f"makes {n_mel}-channel mels, its WaveGlow reads"):
+        Synthesizer(voice)
+    voice.vocoder = WaveGlowVocoder(WaveGlow(n_mel, 2, 8, 4, 2, wn))
+    Synthesizer(voice)  # matching channels build fine

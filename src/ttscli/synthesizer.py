@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import ConfigError, SynthesisError, TextError, TTSError
+from .errors import ConfigError, SynthesisError, TextError, TTSError, VoiceError
 from .segment import halve, segment, split_to_budget
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,17 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def _check_mel_channels(voice: Voice) -> None:
+    """A VoiceError when the Tacotron2 writes mels the vocoder cannot read."""
+    made = getattr(voice.tacotron2, "n_mel_channels", None)
+    read = getattr(getattr(voice.vocoder, "waveglow", None), "n_mel_channels", None)
+    if made is not None and read is not None and made != read:
+        raise VoiceError(
+            f"voice {voice.name!r}: its Tacotron2 makes {made}-channel mels, its WaveGlow "
+            f"reads {read}-channel ones"
+        )
+
+
 class Synthesizer:
     """Renders texts with a voice: segmenting, batching by length, vocoding, in input order."""
 
@@ -215,6 +226,7 @@ class Synthesizer:
         self.pause_seconds = float(pick(c.pause_seconds, d.pause_seconds))
         if self.max_decoder_steps < 1:
             raise SynthesisError("max decoder steps must be at least 1")
+        _check_mel_channels(voice)
         self.device = resolve_device(c.device)
         self.taco_dtype, self.vocoder_dtype = resolve_precision(c.precision, self.device)
         self.frames_per_step = int(getattr(voice.tacotron2, "n_frames_per_step", 1) or 1)
