@@ -460,6 +460,12 @@ def test_broken_files_raise_checkpoint_error(tmp_path: Path) -> None:
         load_tacotron2(empty)
     with pytest.raises(CheckpointError, match="truncated"):
         load_tacotron2(tmp_path / "legacy_0.5.pt")
+    partial = tmp_path / "partial.pt"  # Tacotron2-looking keys, most of the model missing
+    torch.save(
+        {"state_dict": {"embedding.weight": torch.zeros(3, 4), "decoder.x": torch.ones(1)}}, partial
+    )
+    with pytest.raises(CheckpointError, match=r"partial\.pt: not a Tacotron2 state dict: missing"):
+        load_tacotron2(partial)
     (text := tmp_path / "notes.txt").write_text("[1, 2, 3]\n")
     with pytest.raises(CheckpointError, match="notes.txt is not a PyTorch checkpoint"):
         inspect_checkpoint(text)

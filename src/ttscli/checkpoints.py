@@ -268,7 +268,12 @@ def _check_glow_old_schedule(config: dict[str, Any], path: Path) -> None:
 
 def _open(path: _PathLike) -> tuple[_Checkpoint, Path]:
     obj, safe, p = _read(path)
-    return _interpret(obj, safe, p), p
+    try:
+        return _interpret(obj, safe, p), p
+    except CheckpointError as exc:  # every message names the file
+        if str(p) in str(exc):
+            raise
+        raise CheckpointError(f"{p}: {exc}") from exc
 
 
 # -- WaveGlow state-dict mappings --------------------------------------------------------------
