@@ -195,3 +195,40 @@ def test_edge_silence_limit_comes_from_voice_json_and_trims_what_the_vocoder_lef
     assert load_voice(str(tmp_path / "trimmed")).defaults.max_edge_silence_seconds == 0.05
     assert lengths["plain"] - lengths["trimmed"] >= int((0.5 - 0.05 - 0.02) * 22050)
     assert np.isinf(NVIDIA_DEFAULTS.max_edge_silence_seconds)  # NVIDIA's audio is left whole
+
+
+def test_the_fp32_twin_for_redos_reads_the_checkpoints_again(tmp_path):
+    """A reduced-precision synthesizer cast the voice's models in place; its float32 twin
+    (for pieces that came out non-finite) must not inherit that rounding."""
+    import torch
+    from voicekit import write_voice
+
+    from ttscli.synthesizer import SynthesisConfig, Synthesizer
+    from ttscli.voices import load_voice_dir
+
+    folder = write_voice(tmp_path / "wg", vocoder="waveglow")
+    voice = load_voice_dir(folder)
+    synth = Synthesizer(voice, SynthesisConfig(precision="bf16"))  # WaveGlow in bfloat16
+    rounded = next(voice.vocoder.waveglow.parameters())
+    assert rounded.dtype == torch.bfloat16
+    twin = synth._fp32_copy()
+    original = next(load_voice_dir(folder).vocoder.waveglow.parameters())
+    again = next(twin.voice.vocoder.waveglow.parameters())
+    assert again.dtype == torch.float32 and torch.equal(again, original)
+    assert not torch.equal(rounded.float(), original)  # what a cast back would have given
+
+
+def test_moving_a_waveglow_vocoder_where_it_is_keeps_its_denoiser(tmp_path):
+    import torch
+    from voicekit import write_voice
+
+    from ttscli.voices import load_voice_dir
+
+    vocoder = load_voice_dir(write_voice(tmp_path / "wg", vocoder="waveglow")).vocoder
+    mel = torch.full((1, vocoder.waveglow.n_mel_channels, 4), -4.0)
+    vocoder(mel, sigma=0.0, denoiser_strength=0.1)
+    denoiser = vocoder._denoiser
+    vocoder.to(torch.device("cpu"), torch.float32)  # already there: the denoiser stays
+    assert vocoder._denoiser is denoiser
+    vocoder.to(torch.device("cpu"), torch.bfloat16)  # its bias must be rendered again
+    assert vocoder._denoiser is None

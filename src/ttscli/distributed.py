@@ -163,6 +163,12 @@ class RayPool:
             self._started_ray = True
         self.gpu_per_worker = self._gpus_per_worker(ray)
         count = self.options.workers or self._default_workers(ray)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if self.gpu_per_worker and count > gpus:  # Ray would wait for GPUs for ever
+            raise TTSError(
+                f"{count} workers need a GPU each and the Ray cluster has {gpus}: use "
+                f"--workers {gpus} (or --device cpu)"
+            )
         for _ in range(count):
             self.workers.append(self._new_worker(ray))
         for worker in list(self.workers):

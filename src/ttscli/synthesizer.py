@@ -156,6 +156,10 @@ def resolve_device(name: str | None) -> torch.device:
         raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from exc
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r} (expected auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index >= count:
+            raise ConfigError(f"no CUDA device {device.index} (this machine has {count})")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
     return device
@@ -288,7 +292,10 @@ class Synthesizer:
 
     def _seeded_states(self, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.random.fork_rng(devices=self._cuda_devices()):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it seeds every GPU
+            if self.device.type == "cuda":
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(seed)
             return self._current_states()
 
     def _cuda_devices(self) -> list[torch.device]:
@@ -506,13 +513,25 @@ class Synthesizer:
         return None if audio is None else torch.from_numpy(audio)
 
     def _fp32_copy(self) -> Synthesizer:
-        """A float32 twin of this synthesizer, made once, for pieces to redo."""
+        """A float32 twin of this synthesizer, made once, for pieces to redo.
+
+        The models are read again from the voice's checkpoint files where it has them: the
+        ones in memory were cast in place, and casting back would keep their rounding.
+        """
         import copy
 
-        voice = dataclasses.replace(
-            self.voice,
-            tacotron2=copy.deepcopy(self.voice.tacotron2),
-            vocoder=copy.deepcopy(self.voice.vocoder),
-        )
+        from .checkpoints import load_tacotron2, load_waveglow
+        from .vocoders import WaveGlowVocoder
+
+        files = self.voice.files
+        if "tacotron2" in files:  # run-time settings are set again for every batch
+            tacotron2 = load_tacotron2(files["tacotron2"])
+        else:
+            tacotron2 = copy.deepcopy(self.voice.tacotron2)
+        if "waveglow" in files and isinstance(self.voice.vocoder, WaveGlowVocoder):
+            vocoder = WaveGlowVocoder(load_waveglow(files["waveglow"]))
+        else:
+            vocoder = copy.deepcopy(self.voice.vocoder)
+        voice = dataclasses.replace(self.voice, tacotron2=tacotron2, vocoder=vocoder)
         config = dataclasses.replace(self.config, precision="fp32", seed=None)
         return Synthesizer(voice, config)

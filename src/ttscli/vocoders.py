@@ -31,8 +31,10 @@ class WaveGlowVocoder:
         self._denoiser = None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> WaveGlowVocoder:
-        self.waveglow.to(device=device, dtype=dtype)
-        self._denoiser = None
+        weight = next(self.waveglow.parameters())
+        if weight.device != torch.device(device) or weight.dtype != dtype:
+            self.waveglow.to(device=device, dtype=dtype)
+            self._denoiser = None  # its bias is rendered by the WaveGlow as it is now
         return self
 
     @property
