@@ -208,7 +208,13 @@ def _check_mel_channels(voice: Voice) -> None:
 
 
 class Synthesizer:
-    """Renders texts with a voice: segmenting, batching by length, vocoding, in input order."""
+    """Renders texts with a voice: segmenting, batching by length, vocoding, in input order.
+
+    The voice's models are moved and cast in place (and put back where this synthesizer wants
+    them before each window, if another one sharing the voice moved them); casting to fp16 or
+    bf16 rounds their weights for good, so synthesizers of different precisions should each
+    load their own Voice.
+    """
 
     def __init__(self, voice: Voice, config: SynthesisConfig | None = None) -> None:
         self.voice = voice
