@@ -46,8 +46,8 @@ def voices(as_json: bool) -> None:
 def _size(size_bytes: int | None) -> str:
     if size_bytes is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size_bytes < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size_bytes < 1024 or unit == "GiB":
             return f"{size_bytes:.0f} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
         size_bytes /= 1024
     return "-"
