@@ -156,12 +156,12 @@ def resolve_device(name: str | None) -> torch.device:
         raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from exc
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r} (expected auto, cpu, cuda or cuda:N)")
-    if device.type == "cuda" and device.index is not None:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.index >= count:
-            raise ConfigError(f"no CUDA device {device.index} (this machine has {count})")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"no CUDA device {device.index} (this machine has {torch.cuda.device_count()})"
+        )
     return device
 
 
