@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from .atomicfile import atomic_write
 from .errors import DownloadError
 
 CHUNK_BYTES = 1 << 20
@@ -43,9 +44,8 @@ def _known_hashes(folder: Path) -> dict[str, str]:
 def _record_hash(folder: Path, name: str, digest: str) -> None:
     hashes = _known_hashes(folder)
     hashes[name] = digest
-    tmp = folder / f".{HASHES_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(hashes, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, folder / HASHES_FILE)
+    with atomic_write(folder / HASHES_FILE, error=DownloadError) as f:
+        f.write(json.dumps(hashes, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def sha256_of(path: Path) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ttscli.atomicfile import atomic_write
+
 from .corpus import TEACHER
 from .train import VOICE_CONFIG, load_split, state_path
 
@@ -69,7 +71,8 @@ def export(out: Path | None = None) -> Path:
         "prenet dropout %.1f, gate threshold %.2f: %s stopped, median length %.3f x the teacher's",
         dropout, threshold, stops, ratio,
     )  # fmt: skip
-    (out / "voice.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    with atomic_write(out / "voice.json") as f:
+        f.write((json.dumps(config, indent=1) + "\n").encode("utf-8"))
     log.info("exported step %d to %s", state["step"], out)
     return out
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ttscli.atomicfile import atomic_write
+
 from .corpus import cache_dir
 
 log = logging.getLogger(__name__)
@@ -226,11 +228,10 @@ def train(minutes: float = 30.0, threads: int = 2) -> None:
 
 
 def _save_state(model, optimizer, step, epoch, rng) -> None:
-    tmp = state_path().with_suffix(".tmp")
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "epoch": epoch, "rng": rng.getstate()}  # fmt: skip
-    torch.save(state, tmp)
-    tmp.replace(state_path())
+    with atomic_write(state_path()) as f:
+        torch.save(state, f)
 
 
 def _shipped_weights():
