@@ -235,6 +235,21 @@ def test_say_fp16_without_cuda_is_a_clear_error(voice_dir, tmp_path):
     assert not (tmp_path / "x.wav").exists()
 
 
+def test_device_takes_a_cuda_index_and_a_missing_gpu_is_a_usage_error(voice_dir, tmp_path):
+    import torch
+
+    out = tmp_path / "x.wav"
+    result = run("say", "hi", "-o", out, "--voice", voice_dir, "--device", "cuda:1")
+    assert "not one of" not in result.output
+    if torch.cuda.device_count() > 1:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2 and "CUDA" in result.output
+        assert not out.exists()
+    result = run("say", "hi", "-o", out, "--voice", voice_dir, "--device", "gpu1")
+    assert result.exit_code == 2 and "cuda:N" in result.output
+
+
 def test_envvars_set_defaults(voice_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TTSCLI_VOICE", str(voice_dir))
     result = run("say", "hello", "-o", tmp_path / "x.wav", "-v")

@@ -220,3 +220,22 @@ def test_warm_start_goes_on_from_the_shipped_voices_step(tmp_path, monkeypatch):
     assert step == 6599 and learning_rate(step) < 2e-4  # not the 1e-3 of a fresh start
     for name, tensor in model.state_dict().items():
         assert torch.equal(weights[name], tensor), name
+
+
+def test_eval_reads_the_test_lines_from_the_data_folder_given(tmp_path, monkeypatch):
+    from ttscli.training import __main__ as entry
+    from ttscli.training import evaluate
+
+    read = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_read_transcripts(path):
+        read.append(path)
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "read_transcripts", fake_read_transcripts)
+    with pytest.raises(Stop):
+        entry.main(["--data", str(tmp_path), "eval", "--lines", "1"])
+    assert read == [tmp_path / "ljspeech_test.txt"]

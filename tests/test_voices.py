@@ -232,3 +232,53 @@ def test_moving_a_waveglow_vocoder_where_it_is_keeps_its_denoiser(tmp_path):
     assert vocoder._denoiser is denoiser
     vocoder.to(torch.device("cpu"), torch.bfloat16)  # its bias must be rendered again
     assert vocoder._denoiser is None
+
+
+def test_griffin_lim_voices_invert_the_mel_at_their_own_sample_rate(tmp_path):
+    import torch
+    from voicekit import write_voice
+
+    from ttscli.audio import griffin_lim
+
+    voice = load_voice(str(write_voice(tmp_path / "v16k", sample_rate=16000)))
+    assert voice.sample_rate == 16000
+    log_mel = torch.randn(1, 80, 10, generator=torch.Generator().manual_seed(0)) - 4.0
+    audio = voice.vocoder(log_mel, sigma=None, denoiser_strength=None)
+    at_16k = griffin_lim(log_mel, n_iter=4, momentum=0.99, sample_rate=16000)
+    at_22k = griffin_lim(log_mel, n_iter=4, momentum=0.99, sample_rate=22050)
+    assert not torch.allclose(at_16k, at_22k)  # the rate matters to the mel inverse
+    assert torch.allclose(audio, at_16k)
+
+
+def test_a_given_tacotron2_with_nvidias_voice_needs_only_nvidias_waveglow(tmp_path):
+    """--tacotron2 FILE --voice nvidia-ljspeech: NVIDIA's Tacotron2 is neither needed nor read."""
+    import soundfile
+    from voicekit import TINY_WAVEGLOW, tiny_tacotron2
+
+    from ttscli.waveglow import WaveGlow
+
+    folder = torch_hub_checkpoints()
+    folder.mkdir(parents=True)
+    _save_dle(WaveGlow(**TINY_WAVEGLOW), folder / FP32.files["waveglow"])  # no Tacotron2 file
+    mine = tmp_path / "mine.pt"
+    _save_dle(tiny_tacotron2(20), mine)
+    voice = load_voice("nvidia-ljspeech", tacotron2_path=mine)
+    assert voice.files["tacotron2"] == str(mine) and voice.name == "nvidia-ljspeech"
+    out = tmp_path / "x.wav"
+    args = ["say", "hello", "-o", str(out), "--tacotron2", str(mine), "--voice", "nvidia-ljspeech"]
+    result = CliRunner().invoke(cli, [*args, "--denoise", "0"])
+    assert result.exit_code == 0, result.output
+    assert len(soundfile.read(out)[0]) > 0
+    (folder / FP32.files["tacotron2"]).write_bytes(b"not a checkpoint")  # never read
+    assert load_voice("nvidia-ljspeech", tacotron2_path=mine).files["tacotron2"] == str(mine)
+
+
+def test_a_given_tacotron2_with_a_voice_folder_does_not_need_the_folders_own(tmp_path):
+    from voicekit import tiny_tacotron2, write_voice
+
+    folder = write_voice(tmp_path / "v")
+    (folder / "tacotron2.pt").unlink()
+    mine = tmp_path / "mine.pt"
+    _save_dle(tiny_tacotron2(20), mine)
+    voice = load_voice(str(folder), tacotron2_path=mine)
+    assert voice.files["tacotron2"] == str(mine) and voice.name == "tiny"

@@ -15,7 +15,8 @@ from ttscli.errors import SynthesisError
 __all__ = [
     "FILTER_LENGTH",
     "HOP_LENGTH",
-    "MEL_FLOOR",
+    "LOG_MEL_FLOOR",
+    "MEL_MAGNITUDE_FLOOR",
     "N_MELS",
     "SAMPLE_RATE",
     "STFT",
@@ -34,8 +35,11 @@ HOP_LENGTH = 256
 N_MELS = 80
 MEL_FMIN = 0.0
 MEL_FMAX = 8000.0
-# log(clamp(mel, MEL_FLOOR)) is NVIDIA's dynamic range compression: floor ln(1e-5) = -11.51.
-MEL_FLOOR = 1e-5
+# log(clamp(mel, MEL_MAGNITUDE_FLOOR)) is NVIDIA's dynamic range compression: the smallest mel
+# magnitude (linear) kept, and so the log-mel of silence, LOG_MEL_FLOOR = ln(1e-5) = -11.51.
+MEL_MAGNITUDE_FLOOR = 1e-5
+LOG_MEL_FLOOR = math.log(MEL_MAGNITUDE_FLOOR)
+MEL_FLOOR = MEL_MAGNITUDE_FLOOR  # the former name of MEL_MAGNITUDE_FLOOR
 
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
@@ -330,7 +334,7 @@ def mel_spectrogram(
     magnitude = stft.magnitude(audio)  # [B, n_freqs, frames]
     basis = mel_filterbank(sample_rate, filter_length, n_mels, fmin, fmax).to(audio.device)
     mel = torch.matmul(basis, magnitude)  # [B, n_mels, frames]
-    log_mel = torch.log(torch.clamp(mel, min=MEL_FLOOR))
+    log_mel = torch.log(torch.clamp(mel, min=MEL_MAGNITUDE_FLOOR))
     return log_mel[0] if squeeze else log_mel
 
 

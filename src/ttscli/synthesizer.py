@@ -8,108 +8,37 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .audio import LOG_MEL_FLOOR
+from .config import PRECISION_NAMES, SynthesisConfig, VoiceDefaults
 from .errors import ConfigError, SynthesisError, TextError, TTSError, VoiceError
 from .segment import halve, segment, split_to_budget
+from .voices import Voice
+
+__all__ = [
+    "FLUSH",
+    "Result",
+    "SynthesisConfig",
+    "Synthesizer",
+    "Voice",
+    "VoiceDefaults",
+    "cpu_has_fast_bf16",
+    "resolve_device",
+    "resolve_precision",
+]
 
 log = logging.getLogger(__name__)
 
 FLUSH = object()
 """Put in the input of `Synthesizer.stream` to render what is buffered now (idle input)."""
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MEL_FLOOR = math.log(1e-5)  # log-mel of silence, used to pad batched mels
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 FRAMES_PER_CHAR = 8.0  # generous upper bound on mel frames per character (LJSpeech: ~5.5)
 PEAK = 10 ** (-1 / 20)  # output peak, -1 dBFS
-
-
-@dataclass
-class VoiceDefaults:
-    """A voice's own defaults for the options a SynthesisConfig may override."""
-
-    sigma: float = 0.6
-    denoiser_strength: float = 0.01
-    max_decoder_steps: int = 2000
-    gate_threshold: float = 0.5
-    prenet_dropout: float = 0.5
-    pause_seconds: float = 0.3
-    batch_size: int = 4
-    # decoding may stop only once the attention reached the text's end (Decoder.infer)
-    stop_at_text_end: bool = False
-    # quiet audio kept at each end of a sentence (inf: all of it, as NVIDIA's code)
-    max_edge_silence_seconds: float = math.inf
-
-
-@dataclass
-class Voice:
-    """A Tacotron2, a vocoder, and the voice's defaults (name, sample rate, front end...)."""
-
-    name: str
-    tacotron2: torch.nn.Module
-    vocoder: object  # a ttscli.vocoders.Vocoder
-    sample_rate: int = 22050
-    frontend: str = "dle"
-    defaults: VoiceDefaults = field(default_factory=VoiceDefaults)
-    files: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class SynthesisConfig:
-    """Per-call options; None means the voice's default."""
-
-    sigma: float | None = None
-    denoiser_strength: float | None = None
-    max_decoder_steps: int | None = None
-    gate_threshold: float | None = None
-    prenet_dropout: float | None = None
-    seed: int | None = None
-    device: str | None = None  # "auto", "cpu", "cuda", "cuda:1"...
-    precision: str | None = None  # "fp32", "fp16", "bf16"
-    batch_size: int | None = None
-    pause_seconds: float | None = None
-    max_chars: int = 20_000  # longest text accepted as one item
-    fixed_decoder_steps: int | None = None  # benchmarks: ignore the gate, run exactly N steps
-
-    def __post_init__(self) -> None:
-        for name, (kind, low, high, high_open) in _CONFIG_RANGES.items():
-            _check_option(name, getattr(self, name), kind, low, high, high_open)
-        for name in ("device", "precision"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string or None, not {value!r}")
-
-
-# option: (type, lowest, highest, whether the highest is excluded); None values mean "default"
-_CONFIG_RANGES: dict[str, tuple[type, float, float, bool]] = {
-    "sigma": (float, 0.0, math.inf, False),
-    "denoiser_strength": (float, 0.0, 1.0, False),
-    "max_decoder_steps": (int, 1, math.inf, False),
-    "gate_threshold": (float, 0.0, 1.0, False),
-    "prenet_dropout": (float, 0.0, 1.0, True),
-    "seed": (int, 0, 2**63 - 1, False),
-    "batch_size": (int, 1, math.inf, False),
-    "pause_seconds": (float, 0.0, math.inf, False),
-    "max_chars": (int, 1, math.inf, False),
-    "fixed_decoder_steps": (int, 1, math.inf, False),
-}
-
-
-def _check_option(name: str, value: object, kind: type, low: float, high: float, open_: bool):
-    if value is None:
-        return
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
-        expected = "an integer" if kind is int else "a finite number"
-        raise ConfigError(f"{name} must be {expected} or None, not {value!r}")
-    if value < low or value > high or (open_ and value == high):
-        top = f"below {high}" if open_ else f"at most {high}" if math.isfinite(high) else ""
-        raise ConfigError(
-            f"{name} must be at least {low}{' and ' + top if top else ''}, not {value!r}"
-        )
 
 
 @dataclass
@@ -157,7 +86,7 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r} (expected auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+        raise ConfigError(f"--device {name} was asked for, but no CUDA GPU is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigError(
             f"no CUDA device {device.index} (this machine has {torch.cuda.device_count()})"
@@ -491,7 +420,7 @@ class Synthesizer:
             mel_lengths = torch.full_like(mel_lengths, mel.shape[2])
         frames = torch.arange(mel.shape[2], device=mel.device)
         pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
-        mel = mel.float().masked_fill(pad[:, None, :], MEL_FLOOR)
+        mel = mel.float().masked_fill(pad[:, None, :], LOG_MEL_FLOOR)
         audio = self.voice.vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength)
         hop = self.voice.vocoder.hop_length
         out = []

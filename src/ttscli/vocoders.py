@@ -6,7 +6,7 @@ from typing import Protocol
 
 import torch
 
-HOP_LENGTH = 256
+from .audio import HOP_LENGTH
 
 
 class Vocoder(Protocol):
@@ -76,4 +76,6 @@ class GriffinLimVocoder:
     ) -> torch.Tensor:
         from .audio import griffin_lim
 
-        return griffin_lim(mel.float(), n_iter=self.n_iter, momentum=self.momentum)
+        return griffin_lim(
+            mel.float(), n_iter=self.n_iter, momentum=self.momentum, sample_rate=self.sample_rate
+        )

@@ -7,9 +7,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .config import VoiceDefaults, check_value
 from .errors import ConfigError, UnknownVoiceError, VoiceError
-from .synthesizer import Voice, VoiceDefaults
+
+if TYPE_CHECKING:
+    import torch
+
+    from .vocoders import Vocoder
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,19 @@ NVIDIA_DEFAULTS = VoiceDefaults(
     pause_seconds=0.3,
     batch_size=4,
 )
+
+
+@dataclass
+class Voice:
+    """A Tacotron2, a vocoder, and the voice's defaults (name, sample rate, front end...)."""
+
+    name: str
+    tacotron2: torch.nn.Module
+    vocoder: Vocoder | Any
+    sample_rate: int = 22050
+    frontend: str = "dle"
+    defaults: VoiceDefaults = field(default_factory=VoiceDefaults)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def ttscli_home() -> Path:
@@ -199,34 +218,17 @@ def _defaults_from(config: dict, base: VoiceDefaults, where: Path | None = None)
     return VoiceDefaults(**{**base.__dict__, **values})
 
 
-_BELOW_ONE = {"prenet_dropout", "griffin_lim.momentum"}  # probabilities / momenta
-_AT_LEAST_ONE = {"max_decoder_steps", "batch_size", "sample_rate", "griffin_lim.n_iter"}
-
-
 def _typed(value: object, kind: type, key: str, where: Path | None) -> object:
-    """value as kind (bool, int or float; a whole float may be an int; no number a voice uses may
-    be negative; probabilities stay below 1, counts at least 1), or a VoiceError."""
-    ok = isinstance(value, bool) if kind is bool else (
-        isinstance(value, (int, float)) and not isinstance(value, bool)
-        and (kind is float or float(value).is_integer())
-        and value == value and abs(value) != float("inf")
-    )  # fmt: skip
-    if not ok:
-        source = f"{where / 'voice.json'}: " if where else ""
-        expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-        raise VoiceError(f"{source}{key!r} must be {expected}, not {value!r}")
+    """value as kind (bool, or a number checked against ``ttscli.config.RANGES``; a whole float
+    may be an int), or a VoiceError naming the file."""
     if kind is bool:
-        return value
-    problem = (
-        "must not be negative" if value < 0
-        else "must be below 1" if key in _BELOW_ONE and value >= 1
-        else "must be at least 1" if key in _AT_LEAST_ONE and value < 1
-        else None
-    )  # fmt: skip
+        problem = None if isinstance(value, bool) else "must be true or false"
+    else:
+        problem = check_value(key, value, whole_floats=True)
     if problem:
         source = f"{where / 'voice.json'}: " if where else ""
         raise VoiceError(f"{source}{key!r} {problem}, not {value!r}")
-    return kind(value)
+    return value if kind is bool else kind(value)
 
 
 def _vocoder_from(config: dict, folder: Path | None, waveglow_path: Path | None):
@@ -254,13 +256,16 @@ def _vocoder_from(config: dict, folder: Path | None, waveglow_path: Path | None)
     return WaveGlowVocoder(load_waveglow(path)), {"waveglow": str(path)}
 
 
-def load_voice_dir(folder: Path, waveglow_path: Path | None = None) -> Voice:
-    """A voice folder: voice.json, tacotron2.pt and (for WaveGlow voices) waveglow.pt."""
+def load_voice_dir(
+    folder: Path, waveglow_path: Path | None = None, tacotron2_path: Path | None = None
+) -> Voice:
+    """A voice folder: voice.json, tacotron2.pt and (for WaveGlow voices) waveglow.pt; a given
+    ``tacotron2_path`` or ``waveglow_path`` replaces the folder's file (which is then not read)."""
     from .checkpoints import load_tacotron2
 
     config = _read_voice_json(folder)
-    taco_path = folder / "tacotron2.pt"
-    if not taco_path.is_file():
+    taco_path = tacotron2_path or folder / "tacotron2.pt"
+    if tacotron2_path is None and not taco_path.is_file():
         raise VoiceError(f"voice folder {folder} has no tacotron2.pt")
     vocoder, files = _vocoder_from(config, folder, waveglow_path)
     return Voice(
@@ -287,19 +292,17 @@ def load_voice(
     tacotron2_path: str | Path | None = None,
     waveglow_path: str | Path | None = None,
 ) -> Voice:
-    """Assemble a voice: explicit checkpoints, a voice folder, or a known voice name."""
-    waveglow_path = Path(waveglow_path) if waveglow_path else None
-    if tacotron2_path:
-        from .checkpoints import load_tacotron2
+    """Assemble a voice: explicit checkpoints, a voice folder, or a known voice name.
 
-        if waveglow_path is None and not name:
-            raise ConfigError("--tacotron2 needs --waveglow too (or --voice for its vocoder)")
-        if waveglow_path is None:
-            base = load_voice(name)
-            base.tacotron2 = load_tacotron2(tacotron2_path)
-            base.files["tacotron2"] = str(tacotron2_path)
-            return base
-        from .checkpoints import load_waveglow
+    A ``tacotron2_path`` with a voice ``name`` (and no ``waveglow_path``) takes that voice's
+    vocoder and defaults; the voice's own Tacotron2 is then neither needed nor read.
+    """
+    waveglow_path = Path(waveglow_path) if waveglow_path else None
+    tacotron2_path = Path(tacotron2_path) if tacotron2_path else None
+    if tacotron2_path and waveglow_path is None and not name:
+        raise ConfigError("--tacotron2 needs --waveglow too (or --voice for its vocoder)")
+    if tacotron2_path and waveglow_path:
+        from .checkpoints import load_tacotron2, load_waveglow
         from .vocoders import WaveGlowVocoder
 
         return Voice(
@@ -312,24 +315,9 @@ def load_voice(
     name = name or default_voice_name()
     folder = _voice_folder(name)
     if folder is not None:
-        return load_voice_dir(folder, waveglow_path)
+        return load_voice_dir(folder, waveglow_path, tacotron2_path)
     if name in NVIDIA_VOICES:
-        voice = NVIDIA_VOICES[name]
-        found = {role: find_file(f) for role, f in voice.files.items()}
-        if waveglow_path:
-            found["waveglow"] = waveglow_path
-        if not all(found.values()):
-            raise VoiceError(missing_nvidia_message(voice))
-        from .checkpoints import load_tacotron2, load_waveglow
-        from .vocoders import WaveGlowVocoder
-
-        return Voice(
-            name=voice.name,
-            tacotron2=load_tacotron2(found["tacotron2"]),
-            vocoder=WaveGlowVocoder(load_waveglow(found["waveglow"])),
-            defaults=NVIDIA_DEFAULTS,
-            files={k: str(v) for k, v in found.items()},
-        )
+        return _load_nvidia(NVIDIA_VOICES[name], waveglow_path, tacotron2_path)
     if name == EMBEDDED_VOICE:
         raise VoiceError(
             "no voice is installed: the embedded voice ttscli-en is missing from this install, "
@@ -338,6 +326,29 @@ def load_voice(
         )
     known = ", ".join([*NVIDIA_VOICES, EMBEDDED_VOICE])
     raise UnknownVoiceError(f"unknown voice {name!r}: not a folder and not a known name ({known})")
+
+
+def _load_nvidia(
+    voice: NvidiaVoice, waveglow_path: Path | None, tacotron2_path: Path | None
+) -> Voice:
+    """NVIDIA's pair as found in the caches, either file replaced by a given one."""
+    from .checkpoints import load_tacotron2, load_waveglow
+    from .vocoders import WaveGlowVocoder
+
+    found = {role: find_file(f) for role, f in voice.files.items()}
+    if waveglow_path:
+        found["waveglow"] = waveglow_path
+    if tacotron2_path:
+        found["tacotron2"] = tacotron2_path
+    if not all(found.values()):
+        raise VoiceError(missing_nvidia_message(voice))
+    return Voice(
+        name=voice.name,
+        tacotron2=load_tacotron2(found["tacotron2"]),
+        vocoder=WaveGlowVocoder(load_waveglow(found["waveglow"])),
+        defaults=NVIDIA_DEFAULTS,
+        files={k: str(v) for k, v in found.items()},
+    )
 
 
 def _voice_folder(name: str) -> Path | None:

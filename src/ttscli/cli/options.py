@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
+import re
 import time
 
 import click
 
+from ..config import DEVICE_NAMES, PRECISION_NAMES, RANGES
 from ..errors import TTSError
 
 
@@ -18,6 +21,34 @@ class FiniteRange(click.FloatRange):
         if number != number:
             self.fail(f"{value!r} is not a number.", param, ctx)
         return number
+
+
+def ranged(name: str) -> click.ParamType:
+    """The option type of setting ``name``: its range from ``ttscli.config.RANGES``."""
+    limits = RANGES[name]
+    high = None if math.isinf(limits.high) else limits.high
+    if limits.kind is int:
+        return click.IntRange(min=int(limits.low), max=None if high is None else int(high))
+    return FiniteRange(limits.low, high, max_open=limits.high_open)
+
+
+def span(name: str) -> str:
+    """Setting ``name``'s range for a help text ("0-10")."""
+    return RANGES[name].span()
+
+
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda or cuda:N (whether this machine has that GPU is checked when loading)."""
+
+    name = "device"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(DEVICE_NAMES) + "|cuda:N]"
+
+    def convert(self, value, param, ctx):
+        if value in DEVICE_NAMES or re.fullmatch(r"cuda:\d+", str(value)):
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(DEVICE_NAMES)} or cuda:N.", param, ctx)
 
 
 def no_dash(why: str):
@@ -56,16 +87,16 @@ def synthesis_options(func):
         ),
         click.option(
             "--device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
+            type=DeviceType(),
             default="auto",
             show_default=True,
             envvar="TTSCLI_DEVICE",
             show_envvar=True,
-            help="auto uses CUDA when available.",
+            help="auto uses CUDA when available; cuda:N picks a GPU.",
         ),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "fp16", "bf16"]),
+            type=click.Choice(PRECISION_NAMES),
             default="fp32",
             show_default=True,
             envvar="TTSCLI_PRECISION",
@@ -74,21 +105,21 @@ def synthesis_options(func):
         ),
         click.option(
             "--sigma",
-            type=FiniteRange(0.0, 10.0),
-            help="WaveGlow noise scale (0-10). Default: the voice's (NVIDIA's: 0.6). "
+            type=ranged("sigma"),
+            help=f"WaveGlow noise scale ({span('sigma')}). Default: the voice's (NVIDIA's: 0.6). "
             "WaveGlow voices only.",
         ),
         click.option(
             "--denoise",
             "denoiser_strength",
-            type=FiniteRange(0.0, 1.0),
+            type=ranged("denoiser_strength"),
             metavar="STRENGTH",
-            help="Denoiser strength, 0-1 (0 disables it). Default: the voice's (NVIDIA's: "
+            help=f"Denoiser strength, {span('denoiser_strength')} (0 disables it). Default: the voice's (NVIDIA's: "
             "0.01). WaveGlow voices only.",
         ),
         click.option(
             "--seed",
-            type=click.IntRange(0, 2**63 - 1),
+            type=ranged("seed"),
             envvar="TTSCLI_SEED",
             show_envvar=True,
             help="Seed for repeatable output (a non-negative integer): the same seed, input and "
@@ -96,7 +127,7 @@ def synthesis_options(func):
         ),
         click.option(
             "--max-decoder-steps",
-            type=click.IntRange(min=1),
+            type=ranged("max_decoder_steps"),
             envvar="TTSCLI_MAX_DECODER_STEPS",
             show_envvar=True,
             help="Longest sentence, in decoder steps; longer text is split into pieces. "
@@ -104,7 +135,7 @@ def synthesis_options(func):
         ),
         click.option(
             "--batch-size",
-            type=click.IntRange(min=1),
+            type=ranged("batch_size"),
             envvar="TTSCLI_BATCH_SIZE",
             show_envvar=True,
             help="Sentences rendered together. Default: the voice's (NVIDIA's: 4).",
@@ -112,9 +143,9 @@ def synthesis_options(func):
         click.option(
             "--pause",
             "pause_seconds",
-            type=FiniteRange(0.0, 60.0),
+            type=ranged("pause_seconds"),
             metavar="SECONDS",
-            help="Silence between sentences (0-60). Default: the voice's (NVIDIA's: 0.3). "
+            help=f"Silence between sentences ({span('pause_seconds')}). Default: the voice's (NVIDIA's: 0.3). "
             "A sentence under 20 characters is spoken together with the next one.",
         ),
         click.option(

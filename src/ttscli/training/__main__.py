@@ -7,7 +7,8 @@ import logging
 import random
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+from . import LJSPEECH_DIR as DATA
+
 GENERAL_SENTENCES = Path(__file__).with_name("general_sentences.txt")
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "eval":
         from .evaluate import evaluate
 
-        evaluate(args.lines, args.gl_iters, args.text, args.seed)
+        evaluate(args.lines, args.gl_iters, args.text, args.seed, data_dir=args.data)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import LJSPEECH_DIR
 from .corpus import (
     SAMPLE_RATE,
     cache_dir,
@@ -119,25 +120,25 @@ def evaluate(
     griffin_lim_iters: list[int] | None = None,
     text_file: Path | None = None,
     seed: int = 1234,
+    data_dir: Path = LJSPEECH_DIR,
 ) -> list[dict]:
     """Render test lines with the shipped voice and compare them with the teacher's audio.
 
     With `griffin_lim_iters`, the same lines are vocoded once per iteration count (the figure
     that decides how few iterations keep the voice's fidelity); one JSON line each. With
     `text_file`, its first `n_lines` sentences instead of LJSpeech's test lines (the teacher
-    renders them first, cached). The voice decodes with prenet dropout, so `seed` makes the
-    figures repeatable (unseeded runs of the 500 lines differed by up to 0.01 in the ratio).
+    renders them first, cached), else LJSpeech's test lines from `data_dir`. The voice decodes
+    with prenet dropout, so `seed` makes the figures repeatable (unseeded runs of the 500 lines
+    differed by up to 0.01 in the ratio).
     """
     import time
 
     from ttscli.synthesizer import SynthesisConfig, Synthesizer
     from ttscli.voices import load_voice
 
-    from .__main__ import DATA
-
     wav_dir = cache_dir() / "wavs"
     if text_file is None:
-        rows = read_transcripts(DATA / "ljspeech_test.txt")[:n_lines]
+        rows = read_transcripts(Path(data_dir) / "ljspeech_test.txt")[:n_lines]
     else:
         rows = text_file_rows(text_file)[:n_lines]
         render_with_festival([(rid, model_text(text)) for rid, text in rows], wav_dir)
