@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(__file__).parent / "voices"
+EMBEDDED_DIR = Path(__file__).parent / "data" / "voices"  # voices shipped inside the package
 EMBEDDED_VOICE = "ttscli-en"
 NGC = "https://api.ngc.nvidia.com/v2/models/nvidia"
 

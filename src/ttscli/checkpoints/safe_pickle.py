@@ -289,16 +289,20 @@ def _load_plain(f: BinaryIO) -> Any:
     return _RestrictedUnpickler(f, allow_globals=False, new_storage=None).load()
 
 
-def _read_legacy(f: BinaryIO, file_bytes: int) -> Any:
+def _read_legacy_header(f: BinaryIO) -> None:
+    """The three header pickles: magic number, protocol version, system info."""
     magic = _load_plain(f)
     if not _is_int(magic) or magic != LEGACY_MAGIC_NUMBER:
         raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor legacy format)")
     version = _load_plain(f)
     if version != LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(f"unsupported legacy PyTorch protocol version {version!r}")
-    sys_info = _load_plain(f)
-    if not isinstance(sys_info, dict):
+    if not isinstance(_load_plain(f), dict):
         raise CheckpointError("malformed legacy header")
+
+
+def _read_legacy(f: BinaryIO, file_bytes: int) -> Any:
+    _read_legacy_header(f)
     budget = [file_bytes]
 
     def new_storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
@@ -318,25 +322,28 @@ def _read_legacy(f: BinaryIO, file_bytes: int) -> Any:
     if set(keys) - set(unpickler.storages) or len(set(keys)) != len(keys):
         raise CheckpointError("the storage key list does not match the storages the file uses")
     for key in keys:
-        storage = unpickler.storages[key]
-        header = f.read(8)
-        if len(header) != 8:
-            raise CheckpointError(f"file ends before the data of storage {key} (truncated)")
-        count = int.from_bytes(header, "little", signed=True)
-        if count != storage.flat.numel():
-            raise CheckpointError(
-                f"storage {key} holds {count} elements, the checkpoint expects "
-                f"{storage.flat.numel()}"
-            )
-        raw = storage.flat.view(torch.uint8) if count else None
-        if raw is not None:
-            got = f.readinto(memoryview(raw.numpy()))
-            if got != raw.numel():
-                raise CheckpointError(
-                    f"file ends inside the data of storage {key} (truncated): "
-                    f"{got} of {raw.numel()} bytes"
-                )
+        _read_legacy_storage(f, key, unpickler.storages[key])
     return result
+
+
+def _read_legacy_storage(f: BinaryIO, key: str, storage: _Storage) -> None:
+    """One storage's data: its element count (8 bytes), then its raw little-endian bytes."""
+    header = f.read(8)
+    if len(header) != 8:
+        raise CheckpointError(f"file ends before the data of storage {key} (truncated)")
+    count = int.from_bytes(header, "little", signed=True)
+    if count != storage.flat.numel():
+        raise CheckpointError(
+            f"storage {key} holds {count} elements, the checkpoint expects {storage.flat.numel()}"
+        )
+    if not count:
+        return
+    raw = storage.flat.view(torch.uint8)
+    got = f.readinto(memoryview(raw.numpy()))
+    if got != raw.numel():
+        raise CheckpointError(
+            f"file ends inside the data of storage {key} (truncated): {got} of {raw.numel()} bytes"
+        )
 
 
 def _read_zip(path: Path) -> Any:
@@ -423,6 +430,21 @@ def _weight_norm_dims(state: dict[str, Any]) -> dict[str, int]:
     return dims
 
 
+def _collect_tensors(state: dict[str, Any], prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """A pickled module's own parameters and persistent buffers, named as state_dict() would."""
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        tensors = state.get(group) or {}
+        if not isinstance(tensors, dict):
+            raise CheckpointError(f"{prefix}{group} of the pickled module is not a dict")
+        for name, tensor in tensors.items():
+            if tensor is None or (group == "_buffers" and name in skip):
+                continue
+            if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+                raise CheckpointError(f"{prefix}{name} is not a tensor")
+            out[prefix + name] = tensor
+
+
 def module_state_dict(root: PickledObject) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Flatten a pickled module tree the way ``nn.Module.state_dict()`` would.
 
@@ -442,17 +464,7 @@ def module_state_dict(root: PickledObject) -> tuple[dict[str, torch.Tensor], dic
             raise CheckpointError("the pickled module tree is cyclic or too deep")
         seen.add(id(obj))
         state = obj.pickled_state
-        skip = state.get("_non_persistent_buffers_set") or set()
-        for group in ("_parameters", "_buffers"):
-            tensors = state.get(group) or {}
-            if not isinstance(tensors, dict):
-                raise CheckpointError(f"{prefix}{group} of the pickled module is not a dict")
-            for name, tensor in tensors.items():
-                if tensor is None or (group == "_buffers" and name in skip):
-                    continue
-                if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-                    raise CheckpointError(f"{prefix}{name} is not a tensor")
-                out[prefix + name] = tensor
+        _collect_tensors(state, prefix, out)
         for name, dim in _weight_norm_dims(state).items():
             norms[prefix + name] = dim
         children = state.get("_modules") or {}
