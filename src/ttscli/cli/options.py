@@ -62,100 +62,101 @@ def no_dash(why: str):
     return check
 
 
+# Voice, device, precision and per-call synthesis options, in the order --help lists them
+_SYNTHESIS_OPTIONS = (
+    click.option(
+        "--voice",
+        envvar="TTSCLI_VOICE",
+        show_envvar=True,
+        metavar="NAME|DIR",
+        help="Voice name (see `ttscli voices`) or voice folder. "
+        "Default: NVIDIA's when installed, else the embedded ttscli-en.",
+    ),
+    click.option(
+        "--tacotron2",
+        "tacotron2_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Tacotron2 checkpoint in any supported format (DLE, NVIDIA/tacotron2, ttscli).",
+    ),
+    click.option(
+        "--waveglow",
+        "waveglow_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="WaveGlow checkpoint (DLE, NVIDIA/waveglow pickle, ttscli).",
+    ),
+    click.option(
+        "--device",
+        type=DeviceType(),
+        default="auto",
+        show_default=True,
+        envvar="TTSCLI_DEVICE",
+        show_envvar=True,
+        help="auto uses CUDA when available; cuda:N picks a GPU.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISION_NAMES),
+        default="fp32",
+        show_default=True,
+        envvar="TTSCLI_PRECISION",
+        show_envvar=True,
+        help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
+    ),
+    click.option(
+        "--sigma",
+        type=ranged("sigma"),
+        help=f"WaveGlow noise scale ({span('sigma')}). Default: the voice's (NVIDIA's: 0.6). "
+        "WaveGlow voices only.",
+    ),
+    click.option(
+        "--denoise",
+        "denoiser_strength",
+        type=ranged("denoiser_strength"),
+        metavar="STRENGTH",
+        help=f"Denoiser strength, {span('denoiser_strength')} (0 disables it). Default: the voice's (NVIDIA's: "
+        "0.01). WaveGlow voices only.",
+    ),
+    click.option(
+        "--seed",
+        type=ranged("seed"),
+        envvar="TTSCLI_SEED",
+        show_envvar=True,
+        help="Seed for repeatable output (a non-negative integer): the same seed, input and "
+        "batch size give the same audio.",
+    ),
+    click.option(
+        "--max-decoder-steps",
+        type=ranged("max_decoder_steps"),
+        envvar="TTSCLI_MAX_DECODER_STEPS",
+        show_envvar=True,
+        help="Longest sentence, in decoder steps; longer text is split into pieces. "
+        "Default: the voice's (NVIDIA's: 2000).",
+    ),
+    click.option(
+        "--batch-size",
+        type=ranged("batch_size"),
+        envvar="TTSCLI_BATCH_SIZE",
+        show_envvar=True,
+        help="Sentences rendered together. Default: the voice's (NVIDIA's: 4).",
+    ),
+    click.option(
+        "--pause",
+        "pause_seconds",
+        type=ranged("pause_seconds"),
+        metavar="SECONDS",
+        help=f"Silence between sentences ({span('pause_seconds')}). Default: the voice's (NVIDIA's: 0.3). "
+        "A sentence under 20 characters is spoken together with the next one.",
+    ),
+    click.option(
+        "-v", "--verbose", is_flag=True, help="Say which voice and files are used, and timings."
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bar (errors are still shown)."),
+)
+
+
 def synthesis_options(func):
     """Voice, device, precision and per-call synthesis options (each with a TTSCLI_* envvar)."""
-    options = [
-        click.option(
-            "--voice",
-            envvar="TTSCLI_VOICE",
-            show_envvar=True,
-            metavar="NAME|DIR",
-            help="Voice name (see `ttscli voices`) or voice folder. "
-            "Default: NVIDIA's when installed, else the embedded ttscli-en.",
-        ),
-        click.option(
-            "--tacotron2",
-            "tacotron2_path",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Tacotron2 checkpoint in any supported format (DLE, NVIDIA/tacotron2, ttscli).",
-        ),
-        click.option(
-            "--waveglow",
-            "waveglow_path",
-            type=click.Path(exists=True, dir_okay=False),
-            help="WaveGlow checkpoint (DLE, NVIDIA/waveglow pickle, ttscli).",
-        ),
-        click.option(
-            "--device",
-            type=DeviceType(),
-            default="auto",
-            show_default=True,
-            envvar="TTSCLI_DEVICE",
-            show_envvar=True,
-            help="auto uses CUDA when available; cuda:N picks a GPU.",
-        ),
-        click.option(
-            "--precision",
-            type=click.Choice(PRECISION_NAMES),
-            default="fp32",
-            show_default=True,
-            envvar="TTSCLI_PRECISION",
-            show_envvar=True,
-            help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
-        ),
-        click.option(
-            "--sigma",
-            type=ranged("sigma"),
-            help=f"WaveGlow noise scale ({span('sigma')}). Default: the voice's (NVIDIA's: 0.6). "
-            "WaveGlow voices only.",
-        ),
-        click.option(
-            "--denoise",
-            "denoiser_strength",
-            type=ranged("denoiser_strength"),
-            metavar="STRENGTH",
-            help=f"Denoiser strength, {span('denoiser_strength')} (0 disables it). Default: the voice's (NVIDIA's: "
-            "0.01). WaveGlow voices only.",
-        ),
-        click.option(
-            "--seed",
-            type=ranged("seed"),
-            envvar="TTSCLI_SEED",
-            show_envvar=True,
-            help="Seed for repeatable output (a non-negative integer): the same seed, input and "
-            "batch size give the same audio.",
-        ),
-        click.option(
-            "--max-decoder-steps",
-            type=ranged("max_decoder_steps"),
-            envvar="TTSCLI_MAX_DECODER_STEPS",
-            show_envvar=True,
-            help="Longest sentence, in decoder steps; longer text is split into pieces. "
-            "Default: the voice's (NVIDIA's: 2000).",
-        ),
-        click.option(
-            "--batch-size",
-            type=ranged("batch_size"),
-            envvar="TTSCLI_BATCH_SIZE",
-            show_envvar=True,
-            help="Sentences rendered together. Default: the voice's (NVIDIA's: 4).",
-        ),
-        click.option(
-            "--pause",
-            "pause_seconds",
-            type=ranged("pause_seconds"),
-            metavar="SECONDS",
-            help=f"Silence between sentences ({span('pause_seconds')}). Default: the voice's (NVIDIA's: 0.3). "
-            "A sentence under 20 characters is spoken together with the next one.",
-        ),
-        click.option(
-            "-v", "--verbose", is_flag=True, help="Say which voice and files are used, and timings."
-        ),
-        click.option(
-            "-q", "--quiet", is_flag=True, help="No progress bar (errors are still shown)."
-        ),
-    ]
-    for option in reversed(options):
+    for option in reversed(_SYNTHESIS_OPTIONS):
         func = option(func)
     return func
 
