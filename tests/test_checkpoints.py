@@ -755,3 +755,39 @@ def test_cuda_loading_from_cuda_tagged_files() -> None:
         mel, lengths, _ = model.infer(case["text_padded"].cuda(), case["input_lengths"].cuda())
     assert lengths.cpu().tolist() == case["mel_lengths"].tolist()
     torch.testing.assert_close(mel.cpu(), case["mel_outputs_postnet"], rtol=1e-3, atol=1e-4)
+
+
+def test_a_third_model_kind_plugs_into_reading_loading_saving_and_inspecting(tmp_path):
+    """A new model (e.g. a vocoder) needs only a ModelKind: the rest of the package follows."""
+    from ttscli import checkpoints
+    from ttscli.checkpoints import KINDS, ModelKind, load_model, register, save_model
+
+    class Toy(torch.nn.Module):
+        def __init__(self, width: int = 3) -> None:
+            super().__init__()
+            self.config = {"width": width}
+            self.toy_proj = torch.nn.Linear(width, width)
+
+    def recognises(sd):
+        return "toy_proj.weight" in sd
+
+    def config_from_state_dict(sd, attributes=None):
+        return {"width": sd["toy_proj.weight"].shape[1]}
+
+    register(ModelKind("toy", "Toy", recognises, lambda: Toy, config_from_state_dict))
+    try:
+        model = Toy(5)
+        bare = tmp_path / "bare.pt"
+        torch.save(model.state_dict(), bare)
+        info = checkpoints.inspect_checkpoint(bare)
+        assert (info["format"], info["kind"], info["config"]) == ("state-dict", "toy", {"width": 5})
+        loaded = load_model("toy", bare, dtype=torch.float64)
+        assert torch.equal(loaded.toy_proj.weight, model.toy_proj.weight.double())
+        saved = tmp_path / "toy.pt"
+        save_model("toy", model, saved, half=True)
+        assert checkpoints.inspect_checkpoint(saved)["format"] == "ttscli"
+        assert load_model("toy", saved).toy_proj.weight.dtype == torch.float32
+        with pytest.raises(CheckpointError, match="is a Toy checkpoint"):
+            load_tacotron2(saved)
+    finally:
+        del KINDS["toy"]
