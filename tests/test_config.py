@@ -78,3 +78,15 @@ def test_values_inside_the_ranges_are_kept():
     assert (config.sigma, config.pause_seconds, config.seed) == (10.0, 60.0, 0)
     with pytest.raises(ConfigError, match="prenet_dropout must be below 1"):
         SynthesisConfig(prenet_dropout=1.0)
+
+
+def test_settings_and_voices_load_without_the_synthesizer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ttscli.config, ttscli.voices; "
+        "print('ttscli.synthesizer' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
