@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ttscli.errors import CheckpointError, SynthesisError, TTSError
-from ttscli.waveglow import DEFAULT_CONFIG, Denoiser, Invertible1x1Conv, WaveGlow
+from ttscli.waveglow import DEFAULT_CONFIG, Denoiser, Invertible1x1Conv, WaveGlow, as_rows
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -428,3 +428,49 @@ def test_denoiser_lengths_and_dtypes(denoiser_case):
     assert (reference - audio).abs().max() > 1e-4
     with pytest.raises(SynthesisError):
         denoiser(audio[0])
+
+
+# --- channels-last rows and inference mode ----------------------------------------------------
+
+
+def _plain_wn(wn, audio: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """WN computed with plain [B, C, L] conv1d layers, as NVIDIA's code does."""
+    c = wn.n_channels
+    x = wn.start(audio)
+    output = 0
+    for i in range(wn.n_layers):
+        t = wn.in_layers[i](x) + wn.cond_layers[i](cond)
+        res_skip = wn.res_skip_layers[i](torch.tanh(t[:, :c]) * torch.sigmoid(t[:, c:]))
+        if i < wn.n_layers - 1:
+            x = x + res_skip[:, :c]
+            output = output + res_skip[:, c:]
+        else:
+            output = output + res_skip
+    return wn.end(output)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_channels_last_wn_matches_plain_convolutions(grad):
+    model = _load_waveglow()
+    wn = model.WN[0]
+    with torch.no_grad():
+        wn.end.weight.normal_(0.0, 0.1)
+    torch.manual_seed(5)
+    audio = torch.randn(2, wn.start.in_channels, 37)
+    cond = torch.randn(2, wn.cond_layers[0].in_channels, 37)
+    with torch.set_grad_enabled(grad):
+        out = wn(audio, cond)
+        expected = _plain_wn(wn, audio, cond)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(wn(audio, as_rows(cond)), out.detach(), rtol=0, atol=0)
+
+
+def test_loaded_and_run_inside_inference_mode(infer_case):
+    from ttscli.checkpoints import load_waveglow
+
+    reference = _load_waveglow(True).infer(infer_case["mel"], sigma=0.0)
+    with torch.inference_mode():
+        model = load_waveglow(DATA / "waveglow_dle_checkpoint.pt")
+        _close(model.infer(infer_case["mel"], sigma=0.0), reference)
+    _close(model.infer(infer_case["mel"], sigma=0.0), reference)
