@@ -54,7 +54,7 @@ def test_ray_flag_does_not_swallow_the_next_option(tmp_path, monkeypatch):
         seen.update(params)
         raise SystemExit(0)
 
-    monkeypatch.setattr("ttscli.cli.speak.build_ray_pool", fake_pool)
+    monkeypatch.setattr("ttscli.cli.batch.build_ray_pool", fake_pool)
     src = lines_file(tmp_path, 2)
     result = run(src, "-o", tmp_path / "out", "--ray", "-q")
     assert result.exit_code == 0, result.output
@@ -239,12 +239,16 @@ class _FakeRay:
         self.dies = dies  # dies(actor_serial, payload) -> True: that call finds the actor dead
         self.started = 0
         self.killed = 0
+        self.free = {"CPU": 1.0}  # room for one more worker
 
     def is_initialized(self):
         return True
 
     def cluster_resources(self):
         return {"CPU": 2.0}
+
+    def available_resources(self):
+        return dict(self.free)
 
     def remote(self, cls):
         fake = self
@@ -306,27 +310,27 @@ class _EchoWorker:
         pass
 
     def render(self, chunk):
-        from ttscli.distributed import RemoteResult
+        from ttscli.rendering import Result
 
-        results = [RemoteResult(key, None, np.zeros(10), 10, 1, 0.1, 1.0) for key, _, _ in chunk]
+        results = [Result(key, None, np.zeros(10), 10, 1, compute_seconds=0.1) for key, _, _ in chunk]
         return results, 0.1
 
 
 @pytest.fixture
 def fake_ray(monkeypatch):
-    from ttscli import distributed
+    import ttscli.ray as ray_module
 
     def install(dies):
         fake = _FakeRay(dies)
-        monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
-        monkeypatch.setattr(distributed, "SynthesisWorker", _EchoWorker)
+        monkeypatch.setattr(ray_module, "_import_ray", lambda: fake)
+        monkeypatch.setattr(ray_module, "SynthesisWorker", _EchoWorker)
         return fake
 
     return install
 
 
 def _pool(workers=2, max_attempts=3):
-    from ttscli.distributed import RayOptions, RayPool
+    from ttscli.ray import RayOptions, RayPool
 
     options = RayOptions(workers=workers, lines_per_task=4, max_attempts=max_attempts)
     return RayPool((None, None, None), None, options, None, ".wav", name_of=str, batch_size=2)
