@@ -312,7 +312,9 @@ class _EchoWorker:
     def render(self, chunk):
         from ttscli.rendering import Result
 
-        results = [Result(key, None, np.zeros(10), 10, 1, compute_seconds=0.1) for key, _, _ in chunk]
+        results = [
+            Result(key, None, np.zeros(10), 10, 1, compute_seconds=0.1) for key, _, _ in chunk
+        ]
         return results, 0.1
 
 
