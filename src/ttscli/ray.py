@@ -210,95 +210,23 @@ class RayPool:
         Input is read lazily: at most two chunks per worker are in flight. FLUSH (see
         ttscli.rendering) sends what is buffered and waits for every pending result.
         """
-        ray = _import_ray()
-        pending: dict = {}  # ref -> (chunk, worker)
-        done: dict[int, list[Result]] = {}
-        next_out = 0
-        buffer: list[tuple[object, str]] = []
-        n_chunks = 0
-
-        def submit(chunk: _Chunk) -> None:
-            if not self.workers:
-                raise TTSError(self._none_left())
-            worker = min(self.workers, key=lambda w: w.in_flight)
-            payload = [
-                (i, self.name_of(item_id), text) for i, (item_id, text) in enumerate(chunk.items)
-            ]
-            ref = worker.handle.render.remote(payload)
-            worker.in_flight += 1
-            pending[ref] = (chunk, worker)
-
-        def flush_buffer() -> None:
-            nonlocal buffer, n_chunks
-            if buffer:
-                submit(_Chunk(n_chunks, buffer))
-                n_chunks += 1
-                buffer = []
-
-        def ready_results() -> Iterator[Result]:
-            nonlocal next_out
-            while next_out in done:
-                yield from done.pop(next_out)
-                next_out += 1
-
-        def collect(block: bool) -> None:
-            if not pending:
-                return
-            finished, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
-            for ref in finished:
-                self._finish(ray, ref, pending, done, submit)
-
+        run = _Dispatch(self, _import_ray())
         for item in items:
             if item is FLUSH:
-                flush_buffer()
-                while pending:
-                    collect(block=True)
-                yield from ready_results()
+                run.send_buffer()
+                yield from run.drain()
                 continue
-            buffer.append(item)
-            if len(buffer) >= self.lines_per_task:
-                flush_buffer()
-                while len(pending) >= 2 * len(self.workers):
-                    collect(block=True)
-                collect(block=False)
-                yield from ready_results()
-        flush_buffer()
-        while pending:
-            collect(block=True)
-            yield from ready_results()
-        yield from ready_results()
+            run.buffer.append(item)
+            if len(run.buffer) >= self.lines_per_task:
+                run.send_buffer()
+                while len(run.pending) >= 2 * len(self.workers):
+                    run.collect(block=True)
+                run.collect(block=False)
+                yield from run.ready_results()
+        run.send_buffer()
+        yield from run.drain()
 
     # -- internals ----------------------------------------------------------------------------
-    def _finish(self, ray, ref, pending, done, submit) -> None:
-        chunk, worker = pending.pop(ref)
-        worker.in_flight -= 1
-        try:
-            results, seconds = ray.get(ref)
-        except _actor_errors(ray) as exc:
-            log.info("worker %s died: %s", worker.stats.name, exc)
-            self._replace(ray, worker)
-            if not self.workers:
-                raise TTSError(self._none_left()) from exc
-            chunk.attempts += 1
-            if chunk.attempts < self.options.max_attempts:
-                self.retried_lines += len(chunk.items)
-                submit(chunk)
-                return
-            why = f"{ACTOR_ERRORS_DOC} {chunk.attempts} time(s) while rendering this line"
-            done[chunk.index] = [_failed(item_id, why) for item_id, _ in chunk.items]
-            return
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            why = f"worker failed: {type(cause).__name__}: {cause}"
-            done[chunk.index] = [_failed(item_id, why) for item_id, _ in chunk.items]
-            return
-        worker.stats.busy_seconds += seconds
-        for r in results:
-            r.id = chunk.items[r.id][0]
-            worker.stats.lines += 1
-            worker.stats.audio_seconds += r.audio_seconds
-        done[chunk.index] = results
-
     def _replace(self, ray, worker: _Worker) -> None:
         """Retire a dead worker; start another in its place if the cluster has room for one
         and it is ready in time (its chunks fail on their own and go to the others)."""
@@ -391,6 +319,88 @@ class RayPool:
         if self.gpu_per_worker:
             return max(1, int(resources.get("GPU", 1)))
         return max(1, int(resources.get("CPU", 1) // max(1, self.options.threads_per_worker)))
+
+
+class _Dispatch:
+    """One `RayPool.stream` call: chunks in flight, results waiting for their turn."""
+
+    def __init__(self, pool: RayPool, ray) -> None:
+        self.pool, self.ray = pool, ray
+        self.pending: dict = {}  # ref -> (chunk, worker)
+        self.done: dict[int, list[Result]] = {}  # chunk index -> its results
+        self.buffer: list[tuple[object, str]] = []
+        self.next_out = 0
+        self.n_chunks = 0
+
+    def submit(self, chunk: _Chunk) -> None:
+        pool = self.pool
+        if not pool.workers:
+            raise TTSError(pool._none_left())
+        worker = min(pool.workers, key=lambda w: w.in_flight)
+        payload = [
+            (i, pool.name_of(item_id), text) for i, (item_id, text) in enumerate(chunk.items)
+        ]
+        ref = worker.handle.render.remote(payload)
+        worker.in_flight += 1
+        self.pending[ref] = (chunk, worker)
+
+    def send_buffer(self) -> None:
+        if self.buffer:
+            self.submit(_Chunk(self.n_chunks, self.buffer))
+            self.n_chunks += 1
+            self.buffer = []
+
+    def ready_results(self) -> Iterator[Result]:
+        while self.next_out in self.done:
+            yield from self.done.pop(self.next_out)
+            self.next_out += 1
+
+    def drain(self) -> Iterator[Result]:
+        """Every pending result, in order."""
+        while self.pending:
+            self.collect(block=True)
+            yield from self.ready_results()
+        yield from self.ready_results()
+
+    def collect(self, block: bool) -> None:
+        if not self.pending:
+            return
+        timeout = None if block else 0
+        finished, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        for ref in finished:
+            self.finish(ref)
+
+    def finish(self, ref) -> None:
+        """Record a finished chunk; a dead worker's chunk is sent again (or becomes errors)."""
+        ray, pool = self.ray, self.pool
+        chunk, worker = self.pending.pop(ref)
+        worker.in_flight -= 1
+        try:
+            results, seconds = ray.get(ref)
+        except _actor_errors(ray) as exc:
+            log.info("worker %s died: %s", worker.stats.name, exc)
+            pool._replace(ray, worker)
+            if not pool.workers:
+                raise TTSError(pool._none_left()) from exc
+            chunk.attempts += 1
+            if chunk.attempts < pool.options.max_attempts:
+                pool.retried_lines += len(chunk.items)
+                self.submit(chunk)
+                return
+            why = f"{ACTOR_ERRORS_DOC} {chunk.attempts} time(s) while rendering this line"
+            self.done[chunk.index] = [_failed(item_id, why) for item_id, _ in chunk.items]
+            return
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            why = f"worker failed: {type(cause).__name__}: {cause}"
+            self.done[chunk.index] = [_failed(item_id, why) for item_id, _ in chunk.items]
+            return
+        worker.stats.busy_seconds += seconds
+        for r in results:
+            r.id = chunk.items[r.id][0]
+            worker.stats.lines += 1
+            worker.stats.audio_seconds += r.audio_seconds
+        self.done[chunk.index] = results
 
 
 def _failed(item_id: object, why: str) -> Result:
