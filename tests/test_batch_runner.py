@@ -85,3 +85,20 @@ def test_any_renderer_works_and_errors_are_counted_with_their_lines(tmp_path):
                                     "line 3: bad id"]  # fmt: skip
     assert [r["status"] for r in rows(tmp_path)] == ["error"] * 3
     assert rows(tmp_path)[2]["raw_id"] == "a/b"
+
+
+def test_former_module_names_still_import():
+    from ttscli import batch, rendering
+    from ttscli.batchio import Manifest as OldManifest
+    from ttscli.batchio import read_items as old_read_items
+    from ttscli.distributed import RayOptions, RayPool
+    from ttscli.ray import RayPool as NewRayPool
+    from ttscli.synthesizer import FLUSH as SYNTH_FLUSH
+    from ttscli.synthesizer import Result as SynthResult
+
+    assert OldManifest is batch.Manifest and old_read_items is batch.read_items
+    assert SYNTH_FLUSH is rendering.FLUSH is batch.FLUSH  # one FLUSH everywhere
+    assert SynthResult is rendering.Result
+    assert RayPool is NewRayPool
+    pool = RayPool((None, None, None), None, RayOptions(), None, ".wav", name_of=str)
+    assert isinstance(pool, Renderer)
