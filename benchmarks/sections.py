@@ -128,7 +128,7 @@ def bench_waveglow(quick: bool = False) -> dict:
 
 def bench_end_to_end(quick: bool = False) -> dict:
     """16 LJSpeech lines, exactly 150 decoder steps each, through Synthesizer + WAV writing."""
-    from ttscli.batchio import write_audio_atomic
+    from ttscli.batch import write_audio_atomic
     from ttscli.synthesizer import SynthesisConfig, Synthesizer, Voice, VoiceDefaults
     from ttscli.vocoders import WaveGlowVocoder
 

@@ -1,7 +1,8 @@
-"""Shared fixtures: isolated caches, fixture-data paths."""
+"""Shared fixtures: isolated caches and environment, fixture-data paths."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,14 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):
-    """Tests never read or write the user's real caches (ttscli's or torch.hub's)."""
+    """Tests never read or write the user's real caches (ttscli's or torch.hub's), and no
+    TTSCLI_* variable of the developer's (TTSCLI_RAY, TTSCLI_SEED...) reaches them."""
+    for name in [n for n in os.environ if n.startswith("TTSCLI_")]:
+        monkeypatch.delenv(name)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("TTSCLI_HOME", str(home / "ttscli"))
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    for name in ("TTSCLI_VOICE", "TTSCLI_DEVICE", "TTSCLI_PRECISION", "TTSCLI_BATCH_SIZE"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,7 @@ import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttscli import batchio
-from ttscli.batchio import (
+from ttscli.batch import (
     FLUSH,
     FORMATS,
     InputItem,
@@ -29,6 +28,7 @@ from ttscli.batchio import (
     detect_format,
     error_row,
     id_problem,
+    inputs,
     ok_row,
     read_items,
     should_skip,
@@ -134,7 +134,7 @@ def test_auto_decides_on_the_first_non_blank_line():
 
 def test_a_guessed_id_text_format_is_announced_and_holds_later_lines_to_it(caplog):
     data = b"Warning|read carefully.\nThird: a|b.\nplain line\nLJ2|Two|Two.\n"
-    with caplog.at_level("WARNING", logger="ttscli.batchio"):
+    with caplog.at_level("WARNING", logger="ttscli.batch.inputs"):
         got = items(data)
     assert "reading the input as id|text (its first line starts with 'Warning|')" in caplog.text
     assert [(i.id, i.text) for i in got] == [
@@ -147,7 +147,7 @@ def test_a_guessed_id_text_format_is_announced_and_holds_later_lines_to_it(caplo
     )
     # asked for explicitly, id|text takes any id the output folder allows, and says nothing
     caplog.clear()
-    with caplog.at_level("WARNING", logger="ttscli.batchio"):
+    with caplog.at_level("WARNING", logger="ttscli.batch.inputs"):
         explicit = items(data, "id-text")
     assert caplog.text == ""
     assert [(i.id, i.text, i.error) for i in explicit[:3]] == [
@@ -371,7 +371,7 @@ def test_each_row_is_one_flushed_write(tmp_path, monkeypatch):
         writes.append(bytes(data))
         return real_write(fd, data)
 
-    monkeypatch.setattr(batchio.os, "write", counting_write)
+    monkeypatch.setattr(os, "write", counting_write)
     with Manifest(tmp_path) as m:
         m.append(ok_row(a, "a.wav", 1.0, 10, 5.0))
         # visible to another reader before close: nothing waits in a user-space buffer
@@ -600,7 +600,7 @@ CRASH = """
 import sys, os, signal
 from pathlib import Path
 import numpy as np, soundfile
-from ttscli.batchio import write_audio_atomic
+from ttscli.batch import write_audio_atomic
 def crash(file, *args, **kwargs):
     file.write(b"RIFF....partial")
     file.flush()
@@ -694,7 +694,7 @@ def test_reader_thread_reads_ahead_a_bounded_number_of_lines():
     got = read_items(stream, "text", idle_seconds=0.2)
     assert next(got).text == "line"
     time.sleep(0.3)
-    assert Endless.reads <= batchio.QUEUE_LINES + 3
+    assert Endless.reads <= inputs.QUEUE_LINES + 3
     got.close()
 
 

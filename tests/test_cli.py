@@ -42,7 +42,7 @@ def test_normalize_stdin_must_be_utf8():
 
 
 def test_stdout_writes_go_on_after_a_short_write_until_the_pipe_breaks(monkeypatch):
-    from ttscli.cli import speak
+    from ttscli.cli import say as speak
 
     class Pipe:  # what a pipe whose reader left mid-write does: a short count, then EPIPE
         def __init__(self, accepts):
@@ -280,7 +280,7 @@ def test_say_refuses_standard_input_that_is_not_utf8(voice_dir, tmp_path, data, 
 
 
 def test_say_will_not_write_audio_to_a_terminal(voice_dir, monkeypatch):
-    import ttscli.cli.speak as speak
+    import ttscli.cli.say as speak
 
     monkeypatch.setattr(speak, "_stdout_is_terminal", lambda: True)
     for args in (["-o", "-"], ["--raw"]):

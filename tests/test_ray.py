@@ -54,7 +54,7 @@ def test_ray_flag_does_not_swallow_the_next_option(tmp_path, monkeypatch):
         seen.update(params)
         raise SystemExit(0)
 
-    monkeypatch.setattr("ttscli.cli.speak.build_ray_pool", fake_pool)
+    monkeypatch.setattr("ttscli.cli.batch.build_ray_pool", fake_pool)
     src = lines_file(tmp_path, 2)
     result = run(src, "-o", tmp_path / "out", "--ray", "-q")
     assert result.exit_code == 0, result.output
@@ -239,12 +239,18 @@ class _FakeRay:
         self.dies = dies  # dies(actor_serial, payload) -> True: that call finds the actor dead
         self.started = 0
         self.killed = 0
+        self.free = {"CPU": 1.0}  # room for one more worker
+        self.load_errors = {}  # actor serial -> the error its ready() reports
+        self.never_ready = set()  # actor serials whose ready() never returns
 
     def is_initialized(self):
         return True
 
     def cluster_resources(self):
         return {"CPU": 2.0}
+
+    def available_resources(self):
+        return dict(self.free)
 
     def remote(self, cls):
         fake = self
@@ -254,7 +260,10 @@ class _FakeRay:
                 self.serial = fake.started
                 fake.started += 1
                 self.body = cls(*args)
-                self.ready = _Method(lambda: (None, "fake", self.serial))
+                error = fake.load_errors.get(self.serial)
+                self.ready = _Method(lambda: (error, "fake", self.serial))
+                if self.serial in fake.never_ready:
+                    self.ready = _Method(lambda: _PENDING)
                 self.render = _Method(self._render)
 
             def _render(self, payload):
@@ -272,7 +281,8 @@ class _FakeRay:
         return ActorClass()
 
     def wait(self, refs, num_returns=1, timeout=None):
-        return refs[:num_returns], refs[num_returns:]
+        ready = [r for r in refs if r.value is not _PENDING]
+        return ready[:num_returns], [r for r in refs if r not in ready[:num_returns]]
 
     def get(self, ref):
         if isinstance(ref.value, BaseException):
@@ -281,6 +291,9 @@ class _FakeRay:
 
     def kill(self, handle, no_restart=True):
         self.killed += 1
+
+
+_PENDING = object()  # the value of a call that never returns
 
 
 class _Ref:
@@ -306,29 +319,32 @@ class _EchoWorker:
         pass
 
     def render(self, chunk):
-        from ttscli.distributed import RemoteResult
+        from ttscli.rendering import Result
 
-        results = [RemoteResult(key, None, np.zeros(10), 10, 1, 0.1, 1.0) for key, _, _ in chunk]
+        results = [
+            Result(key, None, np.zeros(10), 10, 1, compute_seconds=0.1) for key, _, _ in chunk
+        ]
         return results, 0.1
 
 
 @pytest.fixture
 def fake_ray(monkeypatch):
-    from ttscli import distributed
+    import ttscli.ray as ray_module
 
     def install(dies):
         fake = _FakeRay(dies)
-        monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
-        monkeypatch.setattr(distributed, "SynthesisWorker", _EchoWorker)
+        monkeypatch.setattr(ray_module, "_import_ray", lambda: fake)
+        monkeypatch.setattr(ray_module, "SynthesisWorker", _EchoWorker)
+        monkeypatch.setattr(ray_module, "ROOM_POLL_SECONDS", 0.2)
         return fake
 
     return install
 
 
-def _pool(workers=2, max_attempts=3):
-    from ttscli.distributed import RayOptions, RayPool
+def _pool(workers=2, max_attempts=3, **more):
+    from ttscli.ray import RayOptions, RayPool
 
-    options = RayOptions(workers=workers, lines_per_task=4, max_attempts=max_attempts)
+    options = RayOptions(workers=workers, lines_per_task=4, max_attempts=max_attempts, **more)
     return RayPool((None, None, None), None, options, None, ".wav", name_of=str, batch_size=2)
 
 
@@ -361,3 +377,98 @@ def test_pool_gives_up_on_a_chunk_after_max_attempts_with_error_rows(fake_ray):
     assert errors == [4, 5, 6, 7]
     assert "died" in out[4].error and "3 time(s)" in out[4].error
     assert pool.retried_lines == 8  # two retries of four lines
+
+
+def test_a_worker_that_cannot_load_stops_every_actor_and_the_runtime_it_started(fake_ray):
+    from ttscli.errors import TTSError
+
+    fake = fake_ray(lambda serial, payload: False)
+    fake.initialized = False
+    fake.shutdowns = 0
+    fake.is_initialized = lambda: fake.initialized
+    fake.init = lambda **kwargs: setattr(fake, "initialized", True)
+    fake.shutdown = lambda: setattr(fake, "shutdowns", fake.shutdowns + 1)
+    fake.load_errors = {1: "voice 'x' is not installed"}  # the second worker cannot load
+    pool = _pool(workers=3)
+    with pytest.raises(TTSError, match="not installed"):
+        pool.__enter__()
+    assert fake.started == 3 and fake.killed == 3  # none left running
+    assert fake.shutdowns == 1  # the local runtime it started is gone too
+
+
+def _lines(n):
+    return [(i, f"line {i}") for i in range(n)]
+
+
+def test_a_dead_worker_with_no_room_for_a_replacement_leaves_its_lines_to_the_others(fake_ray):
+    fake = fake_ray(lambda serial, payload: serial == 0 and payload[0][2] == "line 4")
+    fake.free = {"CPU": 0.0}  # its machine is gone: nowhere to put another worker
+    with _pool() as pool:
+        out = list(pool.stream(_lines(20)))
+    assert [r.id for r in out] == list(range(20)) and all(r.error is None for r in out)
+    assert fake.started == 2  # no replacement was tried
+    assert [s.died for s in pool.stats] == [True, False]
+    assert pool.stats[1].lines == 20 - pool.stats[0].lines
+    assert pool.not_replaced and "no 1 free CPU" in pool.not_replaced[0]
+
+
+def test_a_replacement_that_is_never_placed_is_given_up_after_its_deadline(fake_ray):
+    fake = fake_ray(lambda serial, payload: serial == 0 and payload[0][2] == "line 4")
+    fake.never_ready = {2}  # Ray lists it as a pending demand for ever
+    with _pool(replace_timeout_seconds=0.5) as pool:
+        out = list(pool.stream(_lines(20)))
+    assert [r.id for r in out] == list(range(20)) and all(r.error is None for r in out)
+    assert fake.started == 3 and fake.killed >= 1  # the unplaced replacement was stopped
+    assert "not ready within 0.5 s" in pool.not_replaced[0]
+
+
+def test_when_every_worker_is_gone_the_stream_fails_with_a_clear_message(fake_ray):
+    from ttscli.errors import TTSError
+
+    fake = fake_ray(lambda serial, payload: True)  # every worker dies on its first chunk
+    fake.free = {"CPU": 0.0}
+    with _pool() as pool, pytest.raises(TTSError, match="every Ray worker died.*resume"):
+        list(pool.stream(_lines(20)))
+
+
+def test_losing_a_worker_whose_cpu_is_taken_goes_on_with_the_other(
+    ray_runtime, slow_voice, tmp_path, monkeypatch
+):
+    """The issue's lost node, on 127.0.0.1: 2 CPUs, 2 workers, one killed while an actor that
+    was waiting for a CPU takes its place, so that no replacement fits."""
+    monkeypatch.setattr("ttscli.ray.REPLACE_TIMEOUT_SECONDS", 5.0)
+    out = tmp_path / "out"
+    killed: list[str] = []
+    blockers: list = []
+
+    @ray_runtime.remote(num_cpus=1)
+    class Blocker:
+        def ping(self):
+            return True
+
+    def kill_and_block():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            manifest = out / "manifest.jsonl"
+            if manifest.exists() and manifest.read_text().count("\n") >= 8:
+                blockers.append(Blocker.remote())  # pending: both CPUs are taken
+                kill_first_worker_when(out, ray_runtime, 8, killed)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_and_block)
+    killer.start()
+    started = time.perf_counter()
+    args = ["--voice", slow_voice, "--ray", "--workers", "2", "--batch-size", "2"]
+    try:
+        result = run(lines_file(tmp_path, 60), "-o", out, *args)
+        killer.join()
+        assert result.exit_code == 0, result.output
+        assert killed, "the run ended before a worker could be killed"
+        assert time.perf_counter() - started < 120
+        assert "(died)" in result.output and "not replaced" in result.output
+        assert_each_line_once(out, 60)
+        assert ray_runtime.get(blockers[0].ping.remote(), timeout=30)  # it got the CPU
+    finally:
+        for blocker in blockers:
+            ray_runtime.kill(blocker)

@@ -16,6 +16,7 @@ import torch
 from .audio import LOG_MEL_FLOOR
 from .config import PRECISION_NAMES, SynthesisConfig, VoiceDefaults
 from .errors import ConfigError, SynthesisError, TextError, TTSError, VoiceError
+from .rendering import FLUSH, AudioChunk, Result
 from .segment import halve, segment, split_to_budget
 from .voices import Voice
 
@@ -33,34 +34,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FLUSH = object()
-"""Put in the input of `Synthesizer.stream` to render what is buffered now (idle input)."""
-
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 FRAMES_PER_CHAR = 8.0  # generous upper bound on mel frames per character (LJSpeech: ~5.5)
 PEAK = 10 ** (-1 / 20)  # output peak, -1 dBFS
-
-
-@dataclass
-class Result:
-    """One input's outcome: audio (float32, mono) or an error message."""
-
-    id: object
-    text: str
-    audio: np.ndarray | None
-    sample_rate: int
-    decoder_steps: int = 0
-    gate_failed: bool = False
-    error: str | None = None
-    compute_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def audio_seconds(self) -> float:
-        return 0.0 if self.audio is None else len(self.audio) / self.sample_rate
 
 
 @dataclass
@@ -123,6 +99,12 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _to_peak(audio: np.ndarray) -> np.ndarray:
+    """float32 audio scaled so that its peak is PEAK (silence stays silence)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return (audio * (PEAK / peak) if peak > 0 else audio).astype(np.float32)
 
 
 def _check_mel_channels(voice: Voice) -> None:
@@ -210,6 +192,8 @@ class Synthesizer:
                 continue
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise TextError(f"stream() takes (id, text) pairs, got {item!r:.60}")
+            if not isinstance(item[1], str):
+                raise TextError(f"text must be a str, not {type(item[1]).__name__}")
             window.append(item)
             n_pieces += max(1, len(item[1]) // max(1, self.max_piece_chars))
             if n_pieces >= 4 * self.batch_size:
@@ -217,6 +201,41 @@ class Synthesizer:
                 window, n_pieces = [], 0
         if window:
             yield from self._render_window(window)
+
+    def speak(self, text: str) -> Iterator[AudioChunk]:
+        """Yield a text's audio sentence by sentence, each chunk as soon as it is rendered.
+
+        The text is cut as `synthesize` cuts it (short sentences joined, long ones split), the
+        pieces are rendered in text order, batch_size at a time, and each chunk after the first
+        starts with the voice's pause, so the chunks laid end to end are the text's audio.
+        Each chunk is scaled to the same peak as `synthesize` output (-1 dBFS); a text longer
+        than ``max_chars`` is accepted and cut into pieces no longer than that.
+
+        Raises TextError before any audio when nothing in the text can be spoken; when a
+        sentence fails (the decoder never stopped), the others are still yielded and a
+        SynthesisError naming the first failure is raised at the end.
+        """
+        if not isinstance(text, str):
+            raise TextError(f"text must be a str, not {type(text).__name__}")
+        pieces = self._pieces(0, text, min(self.max_piece_chars, self.config.max_chars))
+        self._rng_states = self._seed_states
+        pause = np.zeros(int(round(self.pause_seconds * self.voice.sample_rate)), np.float32)
+        failed: list[str] = []
+        for start in range(0, len(pieces), self.batch_size):
+            group = pieces[start : start + self.batch_size]
+            self._place_models()
+            with self._randomness():
+                self._render_pieces(group)
+            for piece in group:
+                if piece.failed:
+                    failed.append(piece.failed)
+                    continue
+                audio = _to_peak(self._limit_edge_silence(piece.audio))
+                if piece.index:
+                    audio = np.concatenate([pause, audio])
+                yield AudioChunk(audio, self.voice.sample_rate, piece.text)
+        if failed:
+            raise SynthesisError(f"{len(failed)} sentence(s) failed; first: {failed[0]}")
 
     # -- internals --------------------------------------------------------------------------
     def _place_models(self) -> None:
@@ -256,8 +275,7 @@ class Synthesizer:
             self._rng_states = self._current_states()
 
     def _prepare(self, owner: int, text: str) -> list[_Piece]:
-        from .text import check_speakable, clean_text
-
+        """The pieces one item is rendered as; a TextError when it has none or is too long."""
         if not isinstance(text, str):
             raise TextError(f"text must be a str, not {type(text).__name__}")
         if len(text) > self.config.max_chars:
@@ -265,22 +283,27 @@ class Synthesizer:
                 f"text too long ({len(text):,} characters; at most {self.config.max_chars:,} "
                 "per item): split it into several lines"
             )
+        return self._pieces(owner, text, self.max_piece_chars)
+
+    def _pieces(self, owner: int, text: str, budget: int) -> list[_Piece]:
+        """Sentences (short ones joined) of at most `budget` symbols, in order, each one
+        speakable; a TextError when none is."""
+        from .text import check_speakable, clean_text
+
         pieces: list[_Piece] = []
         problems = []
         fixed = self.config.fixed_decoder_steps is not None  # benchmarks: one piece per item
-        for chunk in [text] if fixed else segment(text, self.max_piece_chars):
+        for chunk in [text] if fixed else segment(text, budget):
             try:
                 ids = check_speakable(chunk, self.voice.frontend)
             except TextError as exc:
                 problems.append(str(exc))
                 continue
-            if fixed or len(ids) <= self.max_piece_chars:
+            if fixed or len(ids) <= budget:
                 pieces.append(_Piece(owner, len(pieces), chunk, ids))
                 continue
             # numbers and abbreviations made it longer than the budget: split what is read
-            for sub in split_to_budget(
-                clean_text(chunk, self.voice.frontend), self.max_piece_chars
-            ):
+            for sub in split_to_budget(clean_text(chunk, self.voice.frontend), budget):
                 try:
                     ids = check_speakable(sub, self.voice.frontend)
                 except TextError:
@@ -327,11 +350,8 @@ class Synthesizer:
                 parts.append(pause)
             parts.append(self._limit_edge_silence(piece.audio))
         audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        if peak > 0:
-            audio = audio * (PEAK / peak)
         return Result(
-            item_id, text, audio.astype(np.float32), self.voice.sample_rate, steps,
+            item_id, text, _to_peak(audio), self.voice.sample_rate, steps,
             compute_seconds=seconds,
         )  # fmt: skip
 

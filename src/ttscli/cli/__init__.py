@@ -57,8 +57,9 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .batch import batch
     from .normalize import normalize
-    from .speak import batch, say
+    from .say import say
     from .voices import convert, download, info, voices
 
     for command in (normalize, say, batch, voices, download, convert, info):

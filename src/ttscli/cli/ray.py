@@ -81,7 +81,7 @@ def check_ray_options(ctx: click.Context, params: dict) -> None:
 
 def build_ray_pool(params: dict, out_dir: Path, ext: str):
     """A started-on-enter RayPool for the CLI's synthesis and Ray options."""
-    from ..distributed import RayOptions, RayPool
+    from ..ray import RayOptions, RayPool
 
     address = params["ray_address"]
     options = RayOptions(
@@ -112,3 +112,5 @@ def report_workers(pool) -> None:
         )
     if pool.retried_lines:
         click.echo(f"  {pool.retried_lines} line(s) retried after a worker died", err=True)
+    for why in pool.not_replaced:
+        click.echo(f"  not replaced, its lines went to the others: {why}", err=True)
