@@ -736,3 +736,94 @@ def test_stop_at_text_end(gate_bias: float, expect: str) -> None:
     model.early_stopping = False
     model.max_decoder_steps = mel.shape[2]
     close(mel, model.infer(ids, lengths)[0])
+
+
+# -- the inference object and decoding options ----------------------------------------------------
+def forced(model: Tacotron2, steps: int = 12) -> Tacotron2:
+    model.prenet_dropout = 0.0
+    model.max_decoder_steps = steps
+    model.early_stopping = False
+    return model
+
+
+def test_model_loaded_inside_inference_mode_infers_inside_and_outside(infer_cases: dict) -> None:
+    """Parameters made under torch.inference_mode are inference tensors (no version counter);
+    decoding such a model failed with "Inference tensors do not track version counter"."""
+    from ttscli.checkpoints import load_tacotron2
+
+    case = infer_cases["fixed_steps"]
+    with torch.inference_mode():
+        model = load_tacotron2(DATA / "tacotron2_dle_checkpoint.pt")
+        assert model.decoder.decoder_rnn.weight_hh.is_inference()
+        configure(model, case)
+        inside = model.infer(case["text_padded"], case["input_lengths"])
+    outside = model.infer(case["text_padded"], case["input_lengths"])
+    for mel, lengths, align in (inside, outside):
+        assert lengths.tolist() == case["mel_lengths"].tolist()
+        close(mel, case["mel_outputs_postnet"])
+        close(align, case["alignments"])
+
+
+@pytest.mark.parametrize("lengths", [[9], [9, 5]])  # one row: dense weights; several: oneDNN's
+def test_inference_mode_model_follows_weight_changes(lengths: list[int]) -> None:
+    """Inference tensors change in place only under inference mode, without a version
+    counter to say so: load_state_dict and .to(dtype) there still reach the decoding."""
+    ids, lengths_t = batch_of(lengths)
+    a, b = forced(random_model(seed=0)), forced(random_model(seed=1))
+    with torch.inference_mode():
+        model = forced(random_model(seed=0))
+        first = model.infer(ids, lengths_t)[0]
+    assert torch.equal(first, a.infer(ids, lengths_t)[0])
+    with torch.inference_mode():
+        model.load_state_dict(b.state_dict())  # in place
+        assert torch.equal(model.infer(ids, lengths_t)[0], b.infer(ids, lengths_t)[0])
+        model.decoder.attention_rnn.weight_hh.mul_(0.5)  # in place, no state dict involved
+        b.decoder.attention_rnn.weight_hh.mul_(0.5)
+    assert torch.equal(model.infer(ids, lengths_t)[0], b.infer(ids, lengths_t)[0])
+    assert not torch.equal(first, b.infer(ids, lengths_t)[0])
+    with torch.inference_mode():
+        model.to(torch.float64)
+    mel = model.infer(ids, lengths_t)[0]
+    assert mel.dtype == torch.float64 and torch.equal(
+        mel, b.to(torch.float64).infer(ids, lengths_t)[0]
+    )
+
+
+def test_inference_object_is_built_once_reused_and_dropped_with_its_model() -> None:
+    import gc
+    import weakref
+
+    model = forced(random_model(seed=3))
+    ids, lengths = batch_of([8])
+    model.infer(ids, lengths)
+    inference = inference_for(model.decoder)
+    fused = inference.lstm_weights("dense")
+    model.infer(ids, lengths)
+    assert inference_for(model.decoder) is inference
+    assert all(x is y for x, y in zip(inference.lstm_weights("dense"), fused, strict=True))
+    assert not any(isinstance(v, torch.Tensor) and v is fused[0] for v in vars(model).values())
+    gone = weakref.ref(model)
+    del model, inference, fused
+    gc.collect()
+    assert gone() is None  # the registry holds no model alive
+
+
+def test_decode_options_travel_with_the_call_and_leave_the_model_alone() -> None:
+    from ttscli.errors import SynthesisError
+    from ttscli.tacotron2 import DecodeOptions, decode
+
+    model = random_model(seed=2)
+    model.prenet_dropout = 0.0
+    ids, lengths = batch_of([7, 4])
+    assert DecodeOptions.from_model(model) == DecodeOptions(
+        prenet_dropout=0.0, max_decoder_steps=30
+    )
+    options = DecodeOptions(prenet_dropout=0.0, max_decoder_steps=5, early_stopping=False)
+    mel, mel_lengths, align = model.infer(ids, lengths, options=options)
+    assert mel.shape[2] == 5 and align.shape[1] == 5
+    assert model.max_decoder_steps == 30 and model.early_stopping
+    result = decode(model, ids, lengths, options)
+    assert torch.equal(result.mel, mel) and torch.equal(result.mel_lengths, mel_lengths)
+    assert torch.equal(result.hit_max_steps, model.last_hit_max_steps)
+    with pytest.raises(SynthesisError):
+        decode(model, ids, lengths, DecodeOptions(max_decoder_steps=0))
