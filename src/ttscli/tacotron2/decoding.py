@@ -286,8 +286,7 @@ class DecoderInference:
         on return): on a busy CPU every parallel region waits for a descheduled pool thread,
         which costs milliseconds per op.
         """
-        on_cpu = memory.device.type == "cpu"
-        pool_threads = torch.get_num_threads() if on_cpu else 1
+        pool_threads = torch.get_num_threads() if memory.device.type == "cpu" else 1
         with _cpu_threads(memory.device, 1):
             kind = _weights_kind(memory)
             att_w, dec_w = self.lstm_weights(kind)

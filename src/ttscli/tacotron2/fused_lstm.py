@@ -1,4 +1,4 @@
-"""The decoder's two LSTM cells as one fused matmul each: the weights, the cell update, the matmuls."""
+"""The decoder's two LSTM cells as one fused matmul each: weights, cell update, matmul threads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tacotron 2's nn.Modules, with NVIDIA DeepLearningExamples' constructor keys, state-dict keys and numbers."""
+"""Tacotron 2's nn.Modules, with NVIDIA DeepLearningExamples' keys, state dict and numbers."""
 
 from __future__ import annotations
 
