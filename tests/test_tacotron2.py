@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from ttscli.errors import CheckpointError, TextError
-from ttscli.tacotron2 import DEFAULT_CONFIG, Tacotron2, config_from_state_dict, gate_targets
+from ttscli.tacotron2 import (
+    DEFAULT_CONFIG,
+    Tacotron2,
+    config_from_state_dict,
+    gate_targets,
+    inference_for,
+)
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -520,7 +526,7 @@ def test_fused_weight_cache_follows_weight_changes() -> None:
         model.max_decoder_steps = 12
         model.early_stopping = False
     first = a.infer(ids, lengths)[0]
-    assert a.decoder._fused_cache.weights is not None
+    assert inference_for(a.decoder).weights_kind != ""
     assert not any("fused" in key for key in a.state_dict())
     a.load_state_dict(b.state_dict())  # in place: the version counters move
     assert torch.equal(a.infer(ids, lengths)[0], b.infer(ids, lengths)[0])
@@ -539,7 +545,7 @@ def test_fused_weight_cache_follows_weight_changes() -> None:
 def test_onednn_and_dense_lstm_matmuls_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches use oneDNN's packed matmul where available; MKL's dense one gives the same
     numbers up to float rounding, and the thread setting is left as it was."""
-    import ttscli.tacotron2 as tacotron2
+    import ttscli.tacotron2.decoding as decoding
 
     model = random_model(seed=4)
     model.prenet_dropout = 0.0
@@ -549,11 +555,11 @@ def test_onednn_and_dense_lstm_matmuls_agree(monkeypatch: pytest.MonkeyPatch) ->
     threads = torch.get_num_threads()
     mel, mel_lengths, align = model.infer(ids, lengths)
     assert torch.get_num_threads() == threads
-    if tacotron2._onednn_linear_available():
-        assert model.decoder._fused_cache.kind == "onednn"
-    monkeypatch.setattr(tacotron2, "_onednn_linear_available", lambda: False)
+    if decoding.onednn_linear_available():
+        assert inference_for(model.decoder).weights_kind == "onednn"
+    monkeypatch.setattr(decoding, "onednn_linear_available", lambda: False)
     dense_mel, dense_lengths, dense_align = model.infer(ids, lengths)
-    assert model.decoder._fused_cache.kind == "dense"
+    assert inference_for(model.decoder).weights_kind == "dense"
     close(mel, dense_mel)
     close(align, dense_align)
     assert mel_lengths.tolist() == dense_lengths.tolist()
@@ -572,7 +578,7 @@ def test_copies_and_pickles_after_inference() -> None:
     ids, lengths = batch_of([7, 5])
     mel = model.infer(ids, lengths)[0]
     twin = copy.deepcopy(model)
-    assert twin.decoder._fused_cache.weights is None
+    assert inference_for(twin.decoder).weights_kind == ""
     assert torch.equal(twin.infer(ids, lengths)[0], mel)
     buffer = io.BytesIO()
     torch.save(model, buffer)
@@ -591,17 +597,17 @@ def _decoder_threads() -> list:
 @pytest.fixture
 def overlapped(monkeypatch: pytest.MonkeyPatch) -> list:
     """Two intra-op threads; records each overlapped decode started."""
-    import ttscli.tacotron2 as tacotron2
+    import ttscli.tacotron2.decoding as decoding
 
     started = []
 
-    class Recording(tacotron2._OverlappedMatmuls):
+    class Recording(decoding.OverlappedMatmuls):
         def __init__(self, *args, **kwargs) -> None:
             started.append(self)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(tacotron2, "_OverlappedMatmuls", Recording)
-    monkeypatch.setattr(tacotron2, "_OVERLAP_MIN_WEIGHT_BYTES", 0)  # the test models are tiny
+    monkeypatch.setattr(decoding, "OverlappedMatmuls", Recording)
+    monkeypatch.setattr(decoding, "OVERLAP_MIN_WEIGHT_BYTES", 0)  # the test models are tiny
     torch.set_num_threads(2)
     yield started
     torch.set_num_threads(1)
@@ -645,13 +651,13 @@ def test_overlapped_matmuls_end_their_thread_on_errors(
     overlapped: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error in either thread reaches the caller and leaves no thread behind."""
-    import ttscli.tacotron2 as tacotron2
+    import ttscli.tacotron2.decoding as decoding
 
     model = random_model(seed=2)
     model.early_stopping = False
     ids, lengths = batch_of([9])
     calls = []
-    real_cell = tacotron2._lstm_cell
+    real_cell = decoding.lstm_cell
 
     def failing_cell(*args) -> None:
         calls.append(1)
@@ -659,16 +665,16 @@ def test_overlapped_matmuls_end_their_thread_on_errors(
             raise KeyboardInterrupt
         real_cell(*args)
 
-    monkeypatch.setattr(tacotron2, "_lstm_cell", failing_cell)
+    monkeypatch.setattr(decoding, "lstm_cell", failing_cell)
     with pytest.raises(KeyboardInterrupt):
         model.infer(ids, lengths)
     assert not _decoder_threads()
-    monkeypatch.setattr(tacotron2, "_lstm_cell", real_cell)
+    monkeypatch.setattr(decoding, "lstm_cell", real_cell)
 
     def failing_part(self) -> None:
         raise RuntimeError("helper failed")
 
-    monkeypatch.setattr(tacotron2._OverlappedMatmuls, "_attention_hidden_parts", failing_part)
+    monkeypatch.setattr(decoding.OverlappedMatmuls, "_attention_hidden_parts", failing_part)
     with pytest.raises(RuntimeError, match="helper failed"):
         model.infer(ids, lengths)
     assert not _decoder_threads()
@@ -678,7 +684,7 @@ def test_overlapped_matmuls_end_their_thread_on_errors(
 def test_overlap_only_for_one_large_item_on_two_threads(
     overlapped: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ttscli.tacotron2 as tacotron2
+    import ttscli.tacotron2.decoding as decoding
 
     model = random_model(seed=2)
     model.early_stopping = False
@@ -691,7 +697,7 @@ def test_overlap_only_for_one_large_item_on_two_threads(
     assert overlapped == []
     model.infer(*one)
     assert len(overlapped) == 1
-    monkeypatch.setattr(tacotron2, "_OVERLAP_MIN_WEIGHT_BYTES", 16 << 20)
+    monkeypatch.setattr(decoding, "OVERLAP_MIN_WEIGHT_BYTES", 16 << 20)
     model.infer(*one)  # weights that fit the caches: no helper thread
     assert len(overlapped) == 1
 
@@ -701,7 +707,7 @@ def test_overlap_only_for_one_large_item_on_two_threads(
 def test_stop_at_text_end(gate_bias: float, expect: str) -> None:
     """Gate always firing: each item stops at the first step where its attention summed on its
     own last position reaches 0.5; gate never firing: where that sum reaches 12."""
-    import ttscli.tacotron2 as tacotron2
+    import ttscli.tacotron2.decoding as decoding
 
     model = random_model(seed=11)
     model.prenet_dropout = 0.0
@@ -717,7 +723,7 @@ def test_stop_at_text_end(gate_bias: float, expect: str) -> None:
     model.stop_at_text_end = True
     mel, mel_lengths, align = model.infer(ids, lengths)
     assert model.last_hit_max_steps.tolist() == [False, False]
-    limit = tacotron2._TEXT_END_REACHED if expect == "reached" else tacotron2._TEXT_END_MAX_DWELL
+    limit = decoding._TEXT_END_REACHED if expect == "reached" else decoding._TEXT_END_MAX_DWELL
     wanted = []
     for row, n in enumerate(lengths.tolist()):
         on_last = align[row, :, n - 1].cumsum(0)
@@ -730,3 +736,94 @@ def test_stop_at_text_end(gate_bias: float, expect: str) -> None:
     model.early_stopping = False
     model.max_decoder_steps = mel.shape[2]
     close(mel, model.infer(ids, lengths)[0])
+
+
+# -- the inference object and decoding options ----------------------------------------------------
+def forced(model: Tacotron2, steps: int = 12) -> Tacotron2:
+    model.prenet_dropout = 0.0
+    model.max_decoder_steps = steps
+    model.early_stopping = False
+    return model
+
+
+def test_model_loaded_inside_inference_mode_infers_inside_and_outside(infer_cases: dict) -> None:
+    """Parameters made under torch.inference_mode are inference tensors (no version counter);
+    decoding such a model failed with "Inference tensors do not track version counter"."""
+    from ttscli.checkpoints import load_tacotron2
+
+    case = infer_cases["fixed_steps"]
+    with torch.inference_mode():
+        model = load_tacotron2(DATA / "tacotron2_dle_checkpoint.pt")
+        assert model.decoder.decoder_rnn.weight_hh.is_inference()
+        configure(model, case)
+        inside = model.infer(case["text_padded"], case["input_lengths"])
+    outside = model.infer(case["text_padded"], case["input_lengths"])
+    for mel, lengths, align in (inside, outside):
+        assert lengths.tolist() == case["mel_lengths"].tolist()
+        close(mel, case["mel_outputs_postnet"])
+        close(align, case["alignments"])
+
+
+@pytest.mark.parametrize("lengths", [[9], [9, 5]])  # one row: dense weights; several: oneDNN's
+def test_inference_mode_model_follows_weight_changes(lengths: list[int]) -> None:
+    """Inference tensors change in place only under inference mode, without a version
+    counter to say so: load_state_dict and .to(dtype) there still reach the decoding."""
+    ids, lengths_t = batch_of(lengths)
+    a, b = forced(random_model(seed=0)), forced(random_model(seed=1))
+    with torch.inference_mode():
+        model = forced(random_model(seed=0))
+        first = model.infer(ids, lengths_t)[0]
+    assert torch.equal(first, a.infer(ids, lengths_t)[0])
+    with torch.inference_mode():
+        model.load_state_dict(b.state_dict())  # in place
+        assert torch.equal(model.infer(ids, lengths_t)[0], b.infer(ids, lengths_t)[0])
+        model.decoder.attention_rnn.weight_hh.mul_(0.5)  # in place, no state dict involved
+        b.decoder.attention_rnn.weight_hh.mul_(0.5)
+    assert torch.equal(model.infer(ids, lengths_t)[0], b.infer(ids, lengths_t)[0])
+    assert not torch.equal(first, b.infer(ids, lengths_t)[0])
+    with torch.inference_mode():
+        model.to(torch.float64)
+    mel = model.infer(ids, lengths_t)[0]
+    assert mel.dtype == torch.float64 and torch.equal(
+        mel, b.to(torch.float64).infer(ids, lengths_t)[0]
+    )
+
+
+def test_inference_object_is_built_once_reused_and_dropped_with_its_model() -> None:
+    import gc
+    import weakref
+
+    model = forced(random_model(seed=3))
+    ids, lengths = batch_of([8])
+    model.infer(ids, lengths)
+    inference = inference_for(model.decoder)
+    fused = inference.lstm_weights("dense")
+    model.infer(ids, lengths)
+    assert inference_for(model.decoder) is inference
+    assert all(x is y for x, y in zip(inference.lstm_weights("dense"), fused, strict=True))
+    assert not any(isinstance(v, torch.Tensor) and v is fused[0] for v in vars(model).values())
+    gone = weakref.ref(model)
+    del model, inference, fused
+    gc.collect()
+    assert gone() is None  # the registry holds no model alive
+
+
+def test_decode_options_travel_with_the_call_and_leave_the_model_alone() -> None:
+    from ttscli.errors import SynthesisError
+    from ttscli.tacotron2 import DecodeOptions, decode
+
+    model = random_model(seed=2)
+    model.prenet_dropout = 0.0
+    ids, lengths = batch_of([7, 4])
+    assert DecodeOptions.from_model(model) == DecodeOptions(
+        prenet_dropout=0.0, max_decoder_steps=30
+    )
+    options = DecodeOptions(prenet_dropout=0.0, max_decoder_steps=5, early_stopping=False)
+    mel, mel_lengths, align = model.infer(ids, lengths, options=options)
+    assert mel.shape[2] == 5 and align.shape[1] == 5
+    assert model.max_decoder_steps == 30 and model.early_stopping
+    result = decode(model, ids, lengths, options)
+    assert torch.equal(result.mel, mel) and torch.equal(result.mel_lengths, mel_lengths)
+    assert torch.equal(result.hit_max_steps, model.last_hit_max_steps)
+    with pytest.raises(SynthesisError):
+        decode(model, ids, lengths, DecodeOptions(max_decoder_steps=0))

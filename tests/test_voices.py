@@ -149,19 +149,30 @@ def test_a_voice_folder_with_a_waveglow_loads_through_the_same_mechanism(tmp_pat
     assert set(voice.files) >= {"tacotron2", "waveglow"}
 
 
-def test_stop_at_text_end_comes_from_voice_json_and_reaches_the_model(tmp_path):
+def test_stop_at_text_end_comes_from_voice_json_and_reaches_the_decoder(tmp_path, monkeypatch):
     from voicekit import write_voice
 
+    import ttscli.synthesizer as synthesizer
     from ttscli.synthesizer import Synthesizer
 
+    seen = []  # the decoding options of each Tacotron2 call (they travel with the call)
+    real_decode = synthesizer.decode
+
+    def recording_decode(model, ids, lengths, options):
+        seen.append(options.stop_at_text_end)
+        return real_decode(model, ids, lengths, options)
+
+    monkeypatch.setattr(synthesizer, "decode", recording_decode)
     plain = load_voice(str(write_voice(tmp_path / "plain")))
     assert plain.defaults.stop_at_text_end is False
     Synthesizer(plain).synthesize("hello")
-    assert plain.tacotron2.stop_at_text_end is False
+    assert seen and set(seen) == {False}
     voice = load_voice(str(write_voice(tmp_path / "ruled", stop_at_text_end=True)))
     assert voice.defaults.stop_at_text_end is True
+    seen.clear()
     Synthesizer(voice).synthesize("hello")
-    assert voice.tacotron2.stop_at_text_end is True
+    assert seen and set(seen) == {True}
+    assert voice.tacotron2.stop_at_text_end is False  # the shared model is left as loaded
     from ttscli.voices import NVIDIA_DEFAULTS
 
     assert NVIDIA_DEFAULTS.stop_at_text_end is False  # NVIDIA's voices keep NVIDIA's stop rule

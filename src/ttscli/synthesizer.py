@@ -18,6 +18,7 @@ from .config import PRECISION_NAMES, SynthesisConfig, VoiceDefaults
 from .errors import ConfigError, SynthesisError, TextError, TTSError, VoiceError
 from .rendering import FLUSH, AudioChunk, Result
 from .segment import halve, segment, split_to_budget
+from .tacotron2.decoding import DecodeOptions, decode
 from .voices import Voice
 
 __all__ = [
@@ -155,6 +156,7 @@ class Synthesizer:
             8, int(self.max_decoder_steps * self.frames_per_step / FRAMES_PER_CHAR)
         )
         self._place_models()
+        self._decode_options = self._decoding_options()
         self._fp32_fallback: Synthesizer | None = None
         self._seed_states = None if c.seed is None else self._seeded_states(c.seed)
         self._rng_states = self._seed_states
@@ -238,6 +240,21 @@ class Synthesizer:
             raise SynthesisError(f"{len(failed)} sentence(s) failed; first: {failed[0]}")
 
     # -- internals --------------------------------------------------------------------------
+    def _decoding_options(self) -> DecodeOptions:
+        """This synthesizer's Tacotron2 options; they travel with each call, so synthesizers
+        and threads sharing a voice do not overwrite each other's. Early stopping is the
+        checkpoint's setting (the model's default), except that fixed steps turn it off."""
+        taco = self.voice.tacotron2
+        fixed = self.config.fixed_decoder_steps is not None
+        return DecodeOptions(
+            prenet_dropout=float(self.prenet_dropout),
+            max_decoder_steps=int(self.max_decoder_steps),
+            gate_threshold=float(self.gate_threshold),
+            early_stopping=bool(getattr(taco, "early_stopping", True)) and not fixed,
+            stop_at_text_end=bool(self.voice.defaults.stop_at_text_end),
+            stop_check_every=getattr(taco, "stop_check_every", None),
+        )
+
     def _place_models(self) -> None:
         """The voice's models on this synthesizer's device and dtypes (another synthesizer
         sharing the voice may have moved them; a no-op when they are in place)."""
@@ -428,14 +445,9 @@ class Synthesizer:
         ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
         for row, piece in enumerate(batch):
             ids[row, : len(piece.ids)] = torch.tensor(piece.ids, dtype=torch.long)
-        taco.prenet_dropout = self.prenet_dropout
-        taco.max_decoder_steps = self.max_decoder_steps
-        taco.gate_threshold = self.gate_threshold
-        taco.early_stopping = self.config.fixed_decoder_steps is None
-        taco.stop_at_text_end = bool(self.voice.defaults.stop_at_text_end)
-        mel, mel_lengths, _ = taco.infer(ids.to(self.device), lengths.to(self.device))
-        hit_max = taco.last_hit_max_steps.cpu().tolist()
-        mel_lengths = mel_lengths.cpu()
+        decoded = decode(taco, ids.to(self.device), lengths.to(self.device), self._decode_options)
+        mel, hit_max = decoded.mel, decoded.hit_max_steps.cpu().tolist()
+        mel_lengths = decoded.mel_lengths.cpu()
         if self.config.fixed_decoder_steps is not None:  # benchmarks: every frame counts
             mel_lengths = torch.full_like(mel_lengths, mel.shape[2])
         frames = torch.arange(mel.shape[2], device=mel.device)
@@ -479,7 +491,7 @@ class Synthesizer:
         from .vocoders import WaveGlowVocoder
 
         files = self.voice.files
-        if "tacotron2" in files:  # run-time settings are set again for every batch
+        if "tacotron2" in files:  # decoding options come with each call
             tacotron2 = load_tacotron2(files["tacotron2"])
         else:
             tacotron2 = copy.deepcopy(self.voice.tacotron2)
