@@ -71,7 +71,7 @@ def _inputs(batch: int, n_ids: int, g: torch.Generator) -> tuple[torch.Tensor, t
     return ids, lengths
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", default=os.environ.get("TTS_REF"))
     ap.add_argument("--steps", type=int, default=200)
@@ -81,11 +81,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
-    torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
+
+def _models(args: argparse.Namespace, g: torch.Generator):
+    """ttscli's Tacotron2 and, with --ref, NVIDIA's with the same weights (both forced to --steps)."""
     ours = Tacotron2(**DEFAULT_CONFIG)
     _randomise_batchnorm(ours, g)
     ours.eval()
@@ -93,19 +93,59 @@ def main() -> int:
     ours.max_decoder_steps = args.steps
     ours.gate_threshold = 1.0
     ours.early_stopping = False
+    if not args.ref:
+        return ours, None
+    tmodel = _reference_module(args.ref)
+    tmodel.Prenet.forward = _prenet_no_dropout
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = tmodel.Tacotron2(**DEFAULT_CONFIG)
+    ref.load_state_dict(ours.state_dict())
+    ref.eval()
+    ref.decoder.max_decoder_steps = args.steps
+    ref.decoder.gate_threshold = 1.0
+    ref.decoder.early_stopping = False
+    return ours, ref
 
-    ref = None
-    if args.ref:
-        tmodel = _reference_module(args.ref)
-        tmodel.Prenet.forward = _prenet_no_dropout
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = tmodel.Tacotron2(**DEFAULT_CONFIG)
-        ref.load_state_dict(ours.state_dict())
-        ref.eval()
-        ref.decoder.max_decoder_steps = args.steps
-        ref.decoder.gate_threshold = 1.0
-        ref.decoder.early_stopping = False
+
+def _interleaved_times(runners: dict, ids, lengths, repeat: int) -> dict[str, list[float]]:
+    """Seconds per call of each runner, alternating which goes first."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for i in range(repeat):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            runners[name](ids, lengths)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _timing_row(row: dict, times: dict[str, list[float]], batch: int, steps: int) -> None:
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        row[f"{name}_ms_per_step"] = round(1e3 * med / steps, 3)
+        row[f"{name}_min_ms_per_step"] = round(1e3 * min(ts) / steps, 3)
+        row[f"{name}_item_steps_per_s"] = round(batch * steps / med, 1)
+    if "ref" in times:
+        row["speedup"] = round(
+            statistics.median(times["ref"]) / statistics.median(times["ours"]), 3
+        )
+
+
+def _profile(run, ids, lengths) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(ids, lengths)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def main() -> int:
+    args = _arguments()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    ours, ref = _models(args, g)
 
     def run_ours(ids, lengths):
         with torch.inference_mode():
@@ -115,6 +155,7 @@ def main() -> int:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             return ref.infer(ids, lengths)
 
+    runners = {"ours": run_ours, **({"ref": run_ref} if ref is not None else {})}
     results = []
     for batch in args.batch:
         ids, lengths = _inputs(batch, args.ids, g)
@@ -124,34 +165,12 @@ def main() -> int:
             ref_mel = run_ref(ids, lengths)[0]
             row["mel_maxabs"] = float((mel.double() - ref_mel.double()).abs().max())
             row["tolerance_fraction"] = _tolerance_fraction(ref_mel, mel)
-        times: dict[str, list[float]] = {"ours": [], "ref": []}
-        for i in range(args.repeat):
-            order = ["ours", "ref"] if i % 2 == 0 else ["ref", "ours"]
-            for name in order:
-                if name == "ref" and ref is None:
-                    continue
-                fn = run_ours if name == "ours" else run_ref
-                t0 = time.perf_counter()
-                fn(ids, lengths)
-                times[name].append(time.perf_counter() - t0)
-        for name, ts in times.items():
-            if ts:
-                med = statistics.median(ts)
-                row[f"{name}_ms_per_step"] = round(1e3 * med / args.steps, 3)
-                row[f"{name}_min_ms_per_step"] = round(1e3 * min(ts) / args.steps, 3)
-                row[f"{name}_item_steps_per_s"] = round(batch * args.steps / med, 1)
-        if times["ref"]:
-            row["speedup"] = round(
-                statistics.median(times["ref"]) / statistics.median(times["ours"]), 3
-            )
+        times = _interleaved_times(runners, ids, lengths, args.repeat)
+        _timing_row(row, times, batch, args.steps)
         print(json.dumps(row), flush=True)
         results.append(row)
         if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                run_ours(ids, lengths)
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+            _profile(run_ours, ids, lengths)
     if len(results) > 1 and results[0]["batch"] == 1:
         base = results[0]["ours_item_steps_per_s"]
         for row in results[1:]:
