@@ -13,7 +13,9 @@ Formats read (``inspect_checkpoint(path)["format"]``):
   on odd flows: its config gets ``alternate_halves``.
 - ``state-dict``: a bare dict of tensors (or ``{"state_dict"}`` of a WaveGlow) whose kind is
   clear from its keys; the config is inferred from the shapes.
-- ``ttscli``: written by ``save_tacotron2`` / ``save_waveglow``.
+- ``ttscli``: written by ``save_tacotron2`` / ``save_waveglow`` / ``save_hifigan``.
+- ``hifigan-dle``, ``hifigan-jik876``: HiFi-GAN generators (files, or a jik876 release folder),
+  see ``ttscli.hifigan_checkpoint``.
 
 Every file except the WaveGlow pickle is read with ``torch.load(weights_only=True)``. Every
 problem with a file is reported as ``CheckpointError``.
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ttscli import hifigan_checkpoint
 from ttscli.errors import CheckpointError
 from ttscli.legacy_pickle import (
     PickledObject,
@@ -41,6 +44,7 @@ from ttscli.legacy_pickle import (
 )
 
 if TYPE_CHECKING:
+    from ttscli.hifigan import HiFiGAN
     from ttscli.tacotron2 import Tacotron2
     from ttscli.waveglow import WaveGlow
 
@@ -48,8 +52,10 @@ __all__ = [
     "TTSCLI_FORMAT_VERSION",
     "fold_weight_norm",
     "inspect_checkpoint",
+    "load_hifigan",
     "load_tacotron2",
     "load_waveglow",
+    "save_hifigan",
     "save_tacotron2",
     "save_waveglow",
     "waveglow_config_from_state_dict",
@@ -57,7 +63,7 @@ __all__ = [
 ]
 
 TTSCLI_FORMAT_VERSION = 1
-_KIND_NAMES = {"tacotron2": "Tacotron2", "waveglow": "WaveGlow"}
+_KIND_NAMES = {"tacotron2": "Tacotron2", "waveglow": "WaveGlow", "hifigan": "HiFi-GAN"}
 _BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 _PathLike = str | os.PathLike[str]
 
@@ -165,6 +171,8 @@ _EXPECTED_FORMATS = (
 def _interpret(obj: Any, safe: bool, path: Path) -> _Checkpoint:
     if isinstance(obj, dict) and obj.get("format") == "ttscli":
         return _interpret_ttscli(obj, safe, path)
+    if hifigan_checkpoint.is_hifigan_object(obj):
+        return hifigan_checkpoint.interpret_hifigan(obj, safe, path)
     root = obj.get("model") if isinstance(obj, dict) else obj
     if is_pickled_module(root):
         return _interpret_waveglow_pickle(root, safe, path)
@@ -267,6 +275,8 @@ def _check_glow_old_schedule(config: dict[str, Any], path: Path) -> None:
 
 
 def _open(path: _PathLike) -> tuple[_Checkpoint, Path]:
+    if Path(path).is_dir():  # a jik876 HiFi-GAN release folder
+        return hifigan_checkpoint.open_hifigan_folder(path)
     obj, safe, p = _read(path)
     try:
         return _interpret(obj, safe, p), p
@@ -614,6 +624,8 @@ def inspect_checkpoint(path: _PathLike) -> dict[str, Any]:
         info["weight_norm"] = any(k.endswith(".weight_g") for k in sd)
         if ckpt.layout is not None:
             info["layout"] = ckpt.layout
+    if ckpt.kind == "hifigan":
+        info.update(hifigan_checkpoint.describe_hifigan(ckpt))
     if ckpt.format == "ttscli":
         info["metadata"] = ckpt.metadata
     return info
@@ -749,3 +761,15 @@ def save_waveglow(
     payload = _payload("waveglow", model.config, sd, metadata)
     payload["weight_norm_removed"] = True
     _atomic_save(payload, path)
+
+
+def load_hifigan(
+    path: _PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HiFiGAN:
+    """Load a HiFi-GAN generator (file or jik876 folder), weight norm folded, in eval mode."""
+    return hifigan_checkpoint.load_hifigan(path, device, dtype)
+
+
+def save_hifigan(model: HiFiGAN, path: _PathLike, metadata: dict[str, Any] | None = None, **kw):
+    """Write a HiFi-GAN in ttscli's format (see ``hifigan_checkpoint.save_hifigan``)."""
+    hifigan_checkpoint.save_hifigan(model, path, metadata, **kw)
