@@ -285,7 +285,7 @@ def test_inspect_describes_each_form():
 def test_folder_errors(tmp_path):
     folder = tmp_path / "LJ_FT_T2_V1"
     folder.mkdir()
-    with pytest.raises(CheckpointError, match="no HiFi-GAN generator"):
+    with pytest.raises(CheckpointError, match="directory without a HiFi-GAN generator"):
         load_hifigan(folder)
     shutil.copy(DATA / "hifigan_jik_v1" / "generator_v1", folder / "generator_v1")
     with pytest.raises(CheckpointError, match="config.json"):

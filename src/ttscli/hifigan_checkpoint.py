@@ -160,8 +160,8 @@ def find_generator_file(folder: Path) -> Path:
     )
     if not found:
         raise CheckpointError(
-            f"{folder} holds no HiFi-GAN generator file (expected one generator_* file beside "
-            f"{_CONFIG_FILE}, as in jik876's release folders)"
+            f"{folder} is a directory without a HiFi-GAN generator file (expected a checkpoint "
+            f"file, or a jik876 release folder: one generator_* file and {_CONFIG_FILE})"
         )
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
