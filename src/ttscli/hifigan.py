@@ -44,8 +44,11 @@ HIFIGAN_V1_CONFIG: dict[str, Any] = {
 class _Conv(nn.Module):
     """A 1-d convolution (or transposed convolution) with optional weight norm (dim 0).
 
-    Parameters are ``bias`` and ``weight``, or ``bias``, ``weight_g`` and ``weight_v`` (the
-    keys torch.nn.utils.weight_norm writes) until ``remove_weight_norm()`` folds them.
+    Parameters are ``bias`` and ``weight`` [out, in, k] ([in, out, k] transposed), or
+    ``bias``, ``weight_g`` and ``weight_v`` (the keys torch.nn.utils.weight_norm writes) until
+    ``remove_weight_norm()`` folds them. It runs on signals [B, C, 1, L] in channels-last
+    memory, as a 2-d convolution with kernel height 1: oneDNN then needs no layout copies
+    around each convolution (in bfloat16 that is most of the time a 1-d convolution takes).
     """
 
     def __init__(
@@ -98,10 +101,13 @@ class _Conv(nn.Module):
             self.weight = nn.Parameter(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.effective_weight()
+        # [B, in, 1, L] -> [B, out, 1, L'] (channels-last in, channels-last out)
+        weight = self.effective_weight().unsqueeze(2)  # [.., .., 1, k]
         if self.transposed:
-            return F.conv_transpose1d(x, weight, self.bias, self.stride, self.padding)
-        return F.conv1d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+            return F.conv_transpose2d(x, weight, self.bias, (1, self.stride), (0, self.padding))
+        return F.conv2d(
+            x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation)
+        )
 
 
 def _same_padding(kernel_size: int, dilation: int) -> int:
@@ -278,15 +284,16 @@ class HiFiGAN(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mel, T] -> audio [B, 1, T · hop_length]."""
-        x = self.conv_pre(mel)
+        x = mel.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [B, n_mel, 1, T]
+        x = self.conv_pre(x)
         for up, blocks in zip(self.ups, self.resblocks, strict=True):
             x = up(F.leaky_relu(x, _LRELU_SLOPE))
             total = blocks[0](x)
             for block in blocks[1:]:
                 total = total.add_(block(x))
             x = total.div_(len(blocks))
-        x = self.conv_post(F.leaky_relu_(x, _LRELU_SLOPE_POST))
-        return torch.tanh_(x)
+        x = self.conv_post(F.leaky_relu_(x, _LRELU_SLOPE_POST))  # [B, 1, 1, T · hop]
+        return torch.tanh_(x).squeeze(2).contiguous()
 
 
 class Denoiser(BiasDenoiser):
