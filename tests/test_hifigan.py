@@ -355,3 +355,33 @@ def test_vocode_by_length_equals_one_at_a_time(dle):
         for one, m in zip(audio, mels, strict=True):
             _close(one, _run(model, m[None])[0, 0])
     assert vocode_by_length(model, []) == []
+
+
+# --- fast paths ----------------------------------------------------------------------------------
+
+
+def test_fused_inference_path_matches_the_plain_one(dle):
+    _, expected = dle
+    model = load_hifigan(DLE_FILE)
+    with torch.no_grad():  # oneDNN's fused convolutions where torch has them
+        fast = model(expected["mel"])
+    with torch.enable_grad():  # plain convolutions, then elementwise ops
+        plain = model(expected["mel"]).detach()
+    _close(fast, plain)
+    _close(fast, expected["audio"])
+
+
+def test_new_weights_are_used_after_a_run(dle):
+    _, expected = dle
+    jik = _load(DATA / "hifigan_jik_v1_expected.pt")  # same config as the DLE fixture
+    model = load_hifigan(DLE_FILE)
+    _close(_run(model, expected["mel"]), expected["audio"])
+    model.load_state_dict(load_hifigan(DATA / "hifigan_jik_v1").state_dict())
+    _close(_run(model, jik["mel"]), jik["audio"])
+    with torch.no_grad():
+        model.conv_post.weight.zero_()
+        model.conv_post.bias.zero_()
+    assert torch.equal(_run(model, jik["mel"]), torch.zeros_like(jik["audio"]))
+    model.to(torch.bfloat16)
+    out = _run(model, jik["mel"].to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and not out.any()

@@ -65,6 +65,7 @@ class _Conv(nn.Module):
     ) -> None:
         super().__init__()
         self.transposed = transposed
+        self._cached: tuple[tuple, torch.Tensor] | None = None
         self.stride = stride
         self.dilation = dilation
         self.padding = padding
@@ -109,6 +110,62 @@ class _Conv(nn.Module):
             x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation)
         )
 
+    def _pointwise_args(self) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int], list[int]]:
+        return self._weight_2d(), self.bias, [0, self.padding], [1, self.stride], [1, self.dilation]
+
+    def _weight_2d(self) -> torch.Tensor:
+        """The weight as [.., .., 1, k] in channels-last memory (kept while the weight is)."""
+        if self.has_weight_norm:
+            return self.effective_weight().unsqueeze(2)
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._cached is None or self._cached[0] != key:
+            with torch.no_grad():
+                prepared = w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            self._cached = (key, prepared)
+        return self._cached[1]
+
+    def conv_leaky_relu(self, x: torch.Tensor, slope: float) -> torch.Tensor:
+        """leaky_relu(conv(x)), in one oneDNN call where it can."""
+        if _can_fuse(x) and not self.transposed:
+            return _MKLDNN.conv_pointwise(x, *self._pointwise_args(), 1, "leaky_relu", [slope], "")
+        return F.leaky_relu_(self(x), slope)
+
+    def conv_add(self, x: torch.Tensor, other: torch.Tensor, in_place: bool) -> torch.Tensor:
+        """conv(x) + other, in one oneDNN call where it can; ``in_place`` overwrites ``other``."""
+        if _can_fuse(x) and not self.transposed and other.dtype == x.dtype:
+            args = self._pointwise_args()
+            if in_place:
+                return _MKLDNN.conv_add_(other, x, *args, 1, "add", 1.0, None, [], None)
+            return _MKLDNN.conv_add(x, other, *args, 1, "add", 1.0, None, [], None)
+        return self(x).add_(other)
+
+
+class _MKLDNN:
+    """oneDNN convolutions with fused post-ops (torch's own, as torch.compile uses them on CPUs)."""
+
+    ops = getattr(torch.ops, "mkldnn", None)
+    try:
+        conv_pointwise = ops._convolution_pointwise.default
+        conv_add = ops._convolution_pointwise.binary
+        conv_add_ = ops._convolution_pointwise_.binary
+        available = True
+    except (AttributeError, RuntimeError):
+        available = False
+
+
+def _can_fuse(x: torch.Tensor) -> bool:
+    """Fused oneDNN ops for inference on CPU float32/bfloat16 channels-last signals."""
+    return (
+        _MKLDNN.available
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
 
 def _same_padding(kernel_size: int, dilation: int) -> int:
     return (kernel_size * dilation - dilation) // 2
@@ -127,11 +184,12 @@ class _ResBlock1(nn.Module):
         self.convs1 = nn.ModuleList(conv(d) for d in dilations)
         self.convs2 = nn.ModuleList(conv(1) for _ in dilations)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for c1, c2 in zip(self.convs1, self.convs2, strict=True):
-            y = c1(F.leaky_relu(x, _LRELU_SLOPE))
-            y = c2(F.leaky_relu_(y, _LRELU_SLOPE))
-            x = y.add_(x)
+    def forward(self, x: torch.Tensor, activated: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C, 1, L] -> [B, C, 1, L]; ``activated`` is leaky_relu(x, 0.1) if known."""
+        for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2, strict=True)):
+            a = activated if i == 0 and activated is not None else F.leaky_relu(x, _LRELU_SLOPE)
+            y = c1.conv_leaky_relu(a, _LRELU_SLOPE)
+            x = c2.conv_add(y, x, in_place=i > 0)  # the block's input is shared: not overwritten
         return x
 
 
@@ -152,9 +210,11 @@ class _ResBlock2(nn.Module):
             for d in dilations
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = conv(F.leaky_relu(x, _LRELU_SLOPE)).add_(x)
+    def forward(self, x: torch.Tensor, activated: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C, 1, L] -> [B, C, 1, L]; ``activated`` is leaky_relu(x, 0.1) if known."""
+        for i, conv in enumerate(self.convs):
+            a = activated if i == 0 and activated is not None else F.leaky_relu(x, _LRELU_SLOPE)
+            x = conv.conv_add(a, x, in_place=i > 0)
         return x
 
 
@@ -287,10 +347,11 @@ class HiFiGAN(nn.Module):
         x = mel.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [B, n_mel, 1, T]
         x = self.conv_pre(x)
         for up, blocks in zip(self.ups, self.resblocks, strict=True):
-            x = up(F.leaky_relu(x, _LRELU_SLOPE))
-            total = blocks[0](x)
+            x = up(F.leaky_relu_(x, _LRELU_SLOPE))
+            activated = F.leaky_relu(x, _LRELU_SLOPE)  # every block starts with it
+            total = blocks[0](x, activated)
             for block in blocks[1:]:
-                total = total.add_(block(x))
+                total = total.add_(block(x, activated))
             x = total.div_(len(blocks))
         x = self.conv_post(F.leaky_relu_(x, _LRELU_SLOPE_POST))  # [B, 1, 1, T · hop]
         return torch.tanh_(x).squeeze(2).contiguous()
