@@ -131,7 +131,7 @@ def test_full_size_v1_keys_and_shapes_match_nvidia():
             "upsample_kernel_sizes": (8, 4),
             "upsample_initial_channel": 16,
             "resblock_kernel_sizes": (3,),
-            "resblock_dilation_sizes": ((1, 2, 3),),
+            "resblock_dilation_sizes": ((1, 2),),
         },
     ],
 )
@@ -157,8 +157,9 @@ def test_other_configs_give_frames_times_hop(config, tmp_path):
     [
         {"resblock": "3"},
         {"upsample_kernel_sizes": [16, 16, 4]},
-        {"upsample_kernel_sizes": [15, 16, 4, 4]},
+        {"upsample_kernel_sizes": [4, 16, 4, 4]},
         {"resblock_dilation_sizes": [[1, 3], [1, 3, 5], [1, 3, 5]]},
+        {"resblock": "2", "resblock_dilation_sizes": [[1], [1, 3], [1, 3]]},
         {"resblock_kernel_sizes": [3, 7]},
         {"upsample_initial_channel": 8},
     ],
@@ -385,3 +386,13 @@ def test_new_weights_are_used_after_a_run(dle):
     model.to(torch.bfloat16)
     out = _run(model, jik["mel"].to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and not out.any()
+
+
+def test_blocks_use_the_dilations_the_references_use():
+    # NVIDIA's and jik876's blocks read dilation[0..2] (type "1") or dilation[0..1] (type "2")
+    config = {**HIFIGAN_V1_CONFIG, "upsample_initial_channel": 16}
+    one = HiFiGAN(**{**config, "resblock_dilation_sizes": [[1, 3, 5, 7]] * 3})
+    assert [c.dilation for c in one.resblocks[0][0].convs1] == [1, 3, 5]
+    two = HiFiGAN(**{**config, "resblock": "2", "resblock_dilation_sizes": [[1, 3, 5]] * 3})
+    assert [c.dilation for c in two.resblocks[1][2].convs] == [1, 3]
+    assert not any(".convs.2." in k for k in two.state_dict())

@@ -17,6 +17,8 @@ __all__ = ["CONFIG_KEYS", "Denoiser", "HiFiGAN", "HIFIGAN_V1_CONFIG", "vocode_by
 # Slope of every LeakyReLU inside the generator; the one before conv_post uses torch's 0.01.
 _LRELU_SLOPE = 0.1
 _LRELU_SLOPE_POST = 0.01
+# Dilations a residual block of each type uses (the first ones given; both references do so).
+_DILATIONS_USED = {"1": 3, "2": 2}
 # Frames of zero log-mel whose audio defines the denoiser's bias spectrum (NVIDIA's number).
 _DENOISER_BIAS_FRAMES = 88
 
@@ -133,7 +135,10 @@ class _Conv(nn.Module):
 
     def conv_add(self, x: torch.Tensor, other: torch.Tensor, in_place: bool) -> torch.Tensor:
         """conv(x) + other, in one oneDNN call where it can; ``in_place`` overwrites ``other``."""
-        if _can_fuse(x) and not self.transposed and other.dtype == x.dtype:
+        same_form = other.dtype == x.dtype and other.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        if _can_fuse(x) and not self.transposed and same_form:
             args = self._pointwise_args()
             if in_place:
                 return _MKLDNN.conv_add_(other, x, *args, 1, "add", 1.0, None, [], None)
@@ -172,7 +177,10 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
 
 
 class _ResBlock1(nn.Module):
-    """Three pairs (dilated conv, then conv with dilation 1), each pair adding its input back."""
+    """Three pairs (dilated conv, then conv with dilation 1), each pair adding its input back.
+
+    Only the first three dilations are used, as in both reference implementations.
+    """
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], wn: bool) -> None:
         super().__init__()
@@ -181,8 +189,9 @@ class _ResBlock1(nn.Module):
             pad = _same_padding(kernel_size, d)
             return _Conv(channels, channels, kernel_size, dilation=d, padding=pad, weight_norm=wn)
 
-        self.convs1 = nn.ModuleList(conv(d) for d in dilations)
-        self.convs2 = nn.ModuleList(conv(1) for _ in dilations)
+        used = dilations[: _DILATIONS_USED["1"]]
+        self.convs1 = nn.ModuleList(conv(d) for d in used)
+        self.convs2 = nn.ModuleList(conv(1) for _ in used)
 
     def forward(self, x: torch.Tensor, activated: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, 1, L] -> [B, C, 1, L]; ``activated`` is leaky_relu(x, 0.1) if known."""
@@ -194,7 +203,7 @@ class _ResBlock1(nn.Module):
 
 
 class _ResBlock2(nn.Module):
-    """Dilated convs, each adding its input back (jik876's V3 layout)."""
+    """Two dilated convs (the first two dilations), each adding its input back (jik876's V3)."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], wn: bool) -> None:
         super().__init__()
@@ -207,7 +216,7 @@ class _ResBlock2(nn.Module):
                 padding=_same_padding(kernel_size, d),
                 weight_norm=wn,
             )
-            for d in dilations
+            for d in dilations[: _DILATIONS_USED["2"]]
         )
 
     def forward(self, x: torch.Tensor, activated: torch.Tensor | None = None) -> torch.Tensor:
@@ -304,10 +313,9 @@ class HiFiGAN(nn.Module):
             raise ConfigError(
                 f"HiFi-GAN has {len(rates)} upsample_rates but {len(kernels)} upsample_kernel_sizes"
             )
-        if any((k - r) % 2 or k < r for k, r in zip(kernels, rates, strict=True)):
+        if any(k < r for k, r in zip(kernels, rates, strict=True)):
             raise ConfigError(
-                f"HiFi-GAN upsample kernels {kernels} must exceed their rates {rates} by an even "
-                "number (the output would not be frames x hop long)"
+                f"HiFi-GAN upsample kernels {kernels} must not be shorter than their rates {rates}"
             )
         if len(block_kernels) != len(dilations):
             raise ConfigError(
@@ -316,8 +324,11 @@ class HiFiGAN(nn.Module):
             )
         if any(k % 2 == 0 for k in block_kernels):
             raise ConfigError(f"HiFi-GAN resblock kernels must be odd, got {block_kernels}")
-        if kind == "1" and any(len(d) != 3 for d in dilations):
-            raise ConfigError(f"HiFi-GAN resblock '1' takes 3 dilations each, got {dilations}")
+        needed = _DILATIONS_USED[kind]
+        if any(len(d) < needed for d in dilations):
+            raise ConfigError(
+                f"HiFi-GAN resblock {kind!r} takes {needed} dilations each, got {dilations}"
+            )
         if channels >> len(rates) < 1 or channels % (1 << len(rates)):
             raise ConfigError(
                 f"HiFi-GAN upsample_initial_channel {channels} does not halve {len(rates)} times"
