@@ -770,6 +770,13 @@ def load_hifigan(
     return hifigan_checkpoint.load_hifigan(path, device, dtype)
 
 
-def save_hifigan(model: HiFiGAN, path: _PathLike, metadata: dict[str, Any] | None = None, **kw):
+def save_hifigan(
+    model: HiFiGAN,
+    path: _PathLike,
+    metadata: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    half: bool = False,
+) -> None:
     """Write a HiFi-GAN in ttscli's format (see ``hifigan_checkpoint.save_hifigan``)."""
-    hifigan_checkpoint.save_hifigan(model, path, metadata, **kw)
+    hifigan_checkpoint.save_hifigan(model, path, metadata, dtype=dtype, half=half)

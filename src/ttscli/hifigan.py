@@ -67,7 +67,6 @@ class _Conv(nn.Module):
     ) -> None:
         super().__init__()
         self.transposed = transposed
-        self._cached: tuple[tuple, torch.Tensor] | None = None
         self.stride = stride
         self.dilation = dilation
         self.padding = padding
@@ -84,7 +83,7 @@ class _Conv(nn.Module):
             self.weight_g = nn.Parameter(norm)
             self.weight_v = nn.Parameter(weight)
         else:
-            self.weight = nn.Parameter(weight)
+            self.weight = nn.Parameter(_rows_layout(weight))
 
     @property
     def has_weight_norm(self) -> bool:
@@ -101,7 +100,7 @@ class _Conv(nn.Module):
                 weight = torch._weight_norm(self.weight_v, self.weight_g, 0)
             del self.weight_g
             del self.weight_v
-            self.weight = nn.Parameter(weight)
+            self.weight = nn.Parameter(_rows_layout(weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, in, 1, L] -> [B, out, 1, L'] (channels-last in, channels-last out)
@@ -116,16 +115,8 @@ class _Conv(nn.Module):
         return self._weight_2d(), self.bias, [0, self.padding], [1, self.stride], [1, self.dilation]
 
     def _weight_2d(self) -> torch.Tensor:
-        """The weight as [.., .., 1, k] in channels-last memory (kept while the weight is)."""
-        if self.has_weight_norm:
-            return self.effective_weight().unsqueeze(2)
-        w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if self._cached is None or self._cached[0] != key:
-            with torch.no_grad():
-                prepared = w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
-            self._cached = (key, prepared)
-        return self._cached[1]
+        """The weight as [.., .., 1, k]: channels-last (no reorder per call) once folded."""
+        return self.effective_weight().unsqueeze(2)
 
     def conv_leaky_relu(self, x: torch.Tensor, slope: float) -> torch.Tensor:
         """leaky_relu(conv(x)), in one oneDNN call where it can."""
@@ -170,6 +161,15 @@ def _can_fuse(x: torch.Tensor) -> bool:
         and torch.backends.mkldnn.enabled
         and x.is_contiguous(memory_format=torch.channels_last)
     )
+
+
+def _rows_layout(weight: torch.Tensor) -> torch.Tensor:
+    """The same weight [a, b, k], stored so that ``weight.unsqueeze(2)`` is channels-last.
+
+    load_state_dict copies into it and ``.to()`` keeps its strides, so the convolutions find
+    their weights in oneDNN's layout instead of reordering them on every call.
+    """
+    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
 
 
 def _same_padding(kernel_size: int, dilation: int) -> int:
