@@ -66,6 +66,7 @@ def download(name: str, quiet: bool) -> None:
     \b
     Examples:
       ttscli download nvidia-ljspeech
+      ttscli download nvidia-ljspeech-hifigan
       TTSCLI_DOWNLOAD_BASE=http://mirror.local/nvidia ttscli download nvidia-ljspeech-fp16
     """
     from tqdm import tqdm
@@ -80,7 +81,7 @@ def download(name: str, quiet: bool) -> None:
             param_hint="NAME",
         )
     voice = NVIDIA_VOICES[name]
-    for kind, url in (("tacotron2", voice.tacotron2_url), ("waveglow", voice.waveglow_url)):
+    for kind, url in voice.urls.items():
         file_name = url.rsplit("/", 1)[1]
         found = find_file(file_name)
         if found:
