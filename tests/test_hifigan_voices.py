@@ -440,3 +440,81 @@ def test_download_fetches_the_hub_voices_files_through_a_mirror(tmp_path, monkey
     for name, body in bodies.items():
         assert (home / name).read_bytes() == body
     assert isinstance(load_voice("nvidia-ljspeech-hifigan").vocoder, HiFiGANVocoder)
+
+
+# --- CUDA (skipped without a GPU; `make gpu-check` runs them) --------------------------------------
+
+
+def _snr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
+    noise = (reference - other).pow(2).sum()
+    return float(10 * torch.log10(reference.pow(2).sum() / noise.clamp_min(1e-30)))
+
+
+@pytest.mark.cuda
+def test_cuda_fp16_hifigan_matches_fp32_on_the_fixture():
+    data = DATA / "hifigan"
+    expected = torch.load(data / "hifigan_dle_expected.pt", weights_only=True)
+    mel = expected["mel"]
+    model = load_hifigan(data / "hifigan_dle_checkpoint.pt", device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        audio = model(mel.to("cuda", torch.float16)).float().cpu()
+    reference = load_hifigan(data / "hifigan_dle_checkpoint.pt")(mel).detach()
+    assert audio.shape == reference.shape and torch.isfinite(audio).all()
+    assert _snr_db(reference, audio) > 30
+
+
+@pytest.mark.cuda
+def test_cuda_fp16_vocoder_batches_equal_one_at_a_time_and_denoise():
+    model = tiny_hifigan().remove_weight_norm()
+    vocoder = HiFiGANVocoder(model).to(torch.device("cuda"), torch.float16)
+    torch.manual_seed(0)
+    frames = [17, 9, 17]
+    mel = torch.randn(3, 80, 17, device="cuda") - 5
+    batched = vocoder(mel, sigma=None, denoiser_strength=0.005, frames=frames)
+    assert batched.dtype == torch.float32 and batched.device.type == "cuda"
+    for row, n in enumerate(frames):
+        alone = vocoder(mel[row : row + 1, :, :n], sigma=None, denoiser_strength=0.005)
+        torch.testing.assert_close(batched[row, : n * 256], alone[0], rtol=0, atol=1e-3)
+
+
+@pytest.mark.cuda
+def test_cuda_fp16_synthesizer_with_hifigan(tmp_path):
+    path = save_nvidia(tiny_hifigan(), tmp_path / HUB_FILE)
+    voice = load_voice("ttscli-en", vocoder=path)
+    synth = Synthesizer(voice, SynthesisConfig(seed=1, device="cuda", precision="fp16"))
+    assert voice.vocoder.dtype == torch.float16
+    result = synth.synthesize(TEXT)
+    assert result.ok and np.isfinite(result.audio).all() and len(result.audio) > 0
+    fp32 = Synthesizer(load_voice("ttscli-en", vocoder=path), SynthesisConfig(seed=1))
+    assert abs(len(fp32.synthesize(TEXT).audio) - len(result.audio)) <= 0.2 * len(result.audio)
+
+
+# --- the GPU check's smoke mode (so that `make gpu-check` cannot rot) -----------------------------
+
+
+def test_gpu_check_smoke_mode_on_the_cpu(capsys):
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--quick", "--no-tests"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line)
+    assert result["quick"] is True and result["steps"] == 8
+    for vocoder in ("waveglow", "hifigan"):
+        figures = result["real_time_factor"][vocoder]["fp32"]
+        assert set(figures) == {"B1", "B4"} and all(v > 0 for v in figures.values())
+
+
+def test_gpu_check_runs_the_cuda_marked_tests():
+    import re
+
+    from benchmarks import gpu_check
+
+    result = gpu_check.run_cuda_tests(timeout_s=300)
+    assert result["rc"] == 0, result
+    counts = dict(
+        (word, int(n))
+        for n, word in re.findall(r"(\d+) (passed|skipped|deselected)", result["summary"])
+    )
+    # this file's three cuda tests are among them: skipped without a GPU, passed with one
+    assert counts.get("passed", 0) + counts.get("skipped", 0) >= 3
+    assert counts.get("deselected", 0) > 0  # the other tests are left out
