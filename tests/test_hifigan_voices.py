@@ -325,6 +325,28 @@ def test_a_converted_generator_keeps_its_origins_default(tmp_path):
     assert shown.exit_code == 0 and "hifigan-jik876" in shown.output
 
 
+def test_the_voice_signature_follows_the_vocoder_given_or_inside_a_voice_folder(tmp_path):
+    import os
+
+    from voicekit import write_voice
+
+    from ttscli.voices import voice_signature
+
+    jik = save_jik876(tiny_hifigan(), tmp_path / "LJ_FT_T2_V2")
+    before = voice_signature("ttscli-en", None, jik)
+    assert (
+        before != voice_signature("ttscli-en", None, "griffin-lim") != voice_signature("ttscli-en")
+    )
+    save_jik876(tiny_hifigan(seed=5), jik)
+    os.utime(jik / "generator_v1", ns=(1, 1))
+    assert voice_signature("ttscli-en", None, jik) != before
+    folder = write_voice(tmp_path / "v", vocoder="hifigan")
+    save_jik876(tiny_hifigan(), folder / "LJ_FT_T2_V1")
+    inside = voice_signature(str(folder))
+    os.utime(folder / "LJ_FT_T2_V1" / "generator_v1", ns=(1, 1))
+    assert voice_signature(str(folder)) != inside
+
+
 # --- the vocoder itself ---------------------------------------------------------------------------
 
 

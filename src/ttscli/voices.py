@@ -528,6 +528,7 @@ def voice_signature(
         folder = _voice_folder(name)
         if folder is not None:
             paths += [folder / "voice.json", *sorted(folder.glob("*.pt"))]
+            paths += sorted(folder.glob("*/generator_*"))  # a jik876 HiFi-GAN inside
         elif name in NVIDIA_VOICES:
             paths += [p for p in map(find_file, NVIDIA_VOICES[name].files.values()) if p]
     files = {}
