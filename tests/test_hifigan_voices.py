@@ -286,6 +286,26 @@ def test_vocoder_errors_have_exact_exit_codes(tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_batch_takes_the_vocoder_and_resumes_only_with_the_same_one(tmp_path):
+    jik = save_jik876(tiny_hifigan(), tmp_path / "LJ_FT_T2_V2")
+    lines = tmp_path / "in.txt"
+    lines.write_text("Hello there.\nHow are you today?\n")
+    out = tmp_path / "wavs"
+    base = ["batch", str(lines), "-o", str(out), "--voice", "ttscli-en", "-q", "--seed", "1"]
+    first = CliRunner().invoke(cli, [*base, "--vocoder", str(jik)])
+    assert first.exit_code == 0, first.output
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    again = CliRunner().invoke(cli, [*base, "--vocoder", str(jik)])
+    assert again.exit_code == 0
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]  # nothing spoken again
+    other = CliRunner().invoke(cli, [*base, "--vocoder", "griffin-lim"])
+    assert other.exit_code == 0
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows[2:]] == ["ok", "ok"]  # another vocoder: spoken again
+
+
 # --- voice folders --------------------------------------------------------------------------------
 
 
