@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run install install-test test test-slow test-reference lint format bench voice voice-deps voice-eval clean
+.PHONY: run install install-test test test-slow test-reference lint format bench gpu-wheels gpu-check voice voice-deps voice-eval clean
 
 run: install ## install, then speak "hello world" to hello.wav
 	$(VENV)/bin/ttscli say "hello world" -o hello.wav
@@ -52,6 +52,21 @@ format: install-test
 bench: install ## measure and print a table + one JSON line
 	$(PY) -m benchmarks $(if $(REF),--ref $(REF),)
 
+# GPU check: on a machine whose python3 has only a CUDA torch (and pytest, numpy, click, tqdm),
+# the runtime dependencies it lacks travel as wheels in .whl (fetched here by `make gpu-wheels`).
+GPU_PYTHON ?= python3
+GPU_WHEELS ?= soundfile==0.13.1 cffi==2.0.0 pycparser==2.23 unidecode==1.4.0 inflect==7.5.0 \
+	more-itertools==10.8.0 typeguard==4.4.4
+GPU_PLATFORMS = $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+gpu-wheels: ## download the wheels gpu-check installs (needs the network; run before the GPU)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+
+gpu-check: ## on a GPU machine: cuda tests + real-time factors, one JSON line (< 8 min)
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .gpu-site .whl/*.whl
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR)/.gpu-site $(GPU_PYTHON) -m benchmarks.gpu_check --device cuda
+
 VOICE_MINUTES ?= 30
 # Teacher (festival + HTS voice) and everyday sentences for its corpus (fortune-cookie files).
 VOICE_APT = festival festvox-us-slt-hts fortunes
@@ -74,4 +89,4 @@ voice-eval: voice-deps ## quality figures of the shipped voice: LJSpeech test li
 	$(PY) -m ttscli.training eval --text src/ttscli/training/general_sentences.txt
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .gpu-site

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import sections
+from . import hifigan, sections
+
+sections.SECTIONS.update(hifigan.SECTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps/frames (smoke run)")
     parser.add_argument("--ref", help="NVIDIA reference tree: also run perf_vs_reference.py")
     args = parser.parse_args(argv)
+    if args.ref:  # the hifigan sections import NVIDIA's generator from it
+        os.environ.setdefault("TTS_REF", args.ref)
 
     import torch
 

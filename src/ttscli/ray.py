@@ -66,7 +66,7 @@ class SynthesisWorker:
             from .synthesizer import Synthesizer
             from .voices import load_voice
 
-            self.synth = Synthesizer(load_voice(*voice_args), config)
+            self.synth = Synthesizer(load_voice(*voice_args, device=config.device), config)
         except TTSError as exc:
             self.load_error = str(exc)
 

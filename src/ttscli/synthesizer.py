@@ -15,7 +15,7 @@ import torch
 
 from .audio import LOG_MEL_FLOOR
 from .config import PRECISION_NAMES, SynthesisConfig, VoiceDefaults
-from .errors import ConfigError, SynthesisError, TextError, TTSError, VoiceError
+from .errors import ConfigError, SynthesisError, TextError, TTSError
 from .rendering import FLUSH, AudioChunk, Result
 from .segment import halve, segment, split_to_budget
 from .tacotron2.decoding import DecodeOptions, decode
@@ -110,13 +110,10 @@ def _to_peak(audio: np.ndarray) -> np.ndarray:
 
 def _check_mel_channels(voice: Voice) -> None:
     """A VoiceError when the Tacotron2 writes mels the vocoder cannot read."""
+    from .vocoders import check_fits
+
     made = getattr(voice.tacotron2, "n_mel_channels", None)
-    read = getattr(getattr(voice.vocoder, "waveglow", None), "n_mel_channels", None)
-    if made is not None and read is not None and made != read:
-        raise VoiceError(
-            f"voice {voice.name!r}: its Tacotron2 makes {made}-channel mels, its WaveGlow "
-            f"reads {read}-channel ones"
-        )
+    check_fits(voice.vocoder, made, None, voice.name)
 
 
 class Synthesizer:
@@ -453,8 +450,10 @@ class Synthesizer:
         frames = torch.arange(mel.shape[2], device=mel.device)
         pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
         mel = mel.float().masked_fill(pad[:, None, :], LOG_MEL_FLOOR)
-        audio = self.voice.vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength)
-        hop = self.voice.vocoder.hop_length
+        vocoder = self.voice.vocoder
+        extra = {"frames": mel_lengths.tolist()} if getattr(vocoder, "takes_frames", False) else {}
+        audio = vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength, **extra)
+        hop = vocoder.hop_length
         out = []
         for row, piece in enumerate(batch):
             n = int(mel_lengths[row]) * hop
@@ -488,14 +487,17 @@ class Synthesizer:
         import copy
 
         from .checkpoints import load_tacotron2, load_waveglow
-        from .vocoders import WaveGlowVocoder
+        from .vocoders import WaveGlowVocoder, load_vocoder
 
         files = self.voice.files
         if "tacotron2" in files:  # decoding options come with each call
             tacotron2 = load_tacotron2(files["tacotron2"])
         else:
             tacotron2 = copy.deepcopy(self.voice.tacotron2)
-        if "waveglow" in files and isinstance(self.voice.vocoder, WaveGlowVocoder):
+        source = getattr(self.voice.vocoder, "source", None)
+        if source is not None:  # WaveGlow or HiFi-GAN, read again from its file
+            vocoder = load_vocoder(source)
+        elif "waveglow" in files and isinstance(self.voice.vocoder, WaveGlowVocoder):
             vocoder = WaveGlowVocoder(load_waveglow(files["waveglow"]))
         else:
             vocoder = copy.deepcopy(self.voice.vocoder)

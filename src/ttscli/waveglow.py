@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ttscli.audio import STFT
-from ttscli.errors import CheckpointError, SynthesisError, TTSError
+from ttscli.denoiser import BiasDenoiser
+from ttscli.errors import CheckpointError, SynthesisError
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -434,12 +434,13 @@ class WaveGlow(nn.Module):
         return self
 
 
-class Denoiser(nn.Module):
+class Denoiser(BiasDenoiser):
     """NVIDIA's WaveGlow denoiser: subtracts the spectrum of the model's bias from the audio.
 
     At construction the WaveGlow renders a zero log-mel [1, n_mel, 88] at sigma 0 (drawing its
     usual noise from the global generator, as NVIDIA's does); the STFT magnitude of the first
     frame of that audio, [1, n_freqs, 1], is the bias. The STFT and the bias are float32.
+    ``denoiser(audio [B, T], strength=0.01)`` -> float32 audio [B, T] (see ``BiasDenoiser``).
     """
 
     def __init__(
@@ -450,43 +451,9 @@ class Denoiser(nn.Module):
         win_length: int = 1024,
         mode: str = "zeros",
     ) -> None:
-        super().__init__()
         reference = waveglow.upsample.weight
-        self.stft = STFT(filter_length, filter_length // n_overlap, win_length).to(reference.device)
         shape = (1, waveglow.n_mel_channels, _DENOISER_BIAS_FRAMES)
-        if mode == "zeros":
-            bias_mel = torch.zeros(shape, dtype=reference.dtype, device=reference.device)
-        elif mode == "normal":
-            bias_mel = torch.randn(shape, dtype=reference.dtype, device=reference.device)
-        else:
-            raise TTSError(f"unknown denoiser mode {mode!r} (expected 'zeros' or 'normal')")
+        bias_mel = self.bias_input(shape, mode, reference)
         with torch.no_grad():
             bias_audio = waveglow.infer(bias_mel, sigma=0.0).float()  # [1, 88 · 256]
-            bias_spec, _ = self.stft.transform(bias_audio)  # [1, n_freqs, frames]
-        self.register_buffer("bias_spec", bias_spec[:, :, :1], persistent=False)
-
-    def forward(self, audio: torch.Tensor, strength: float = 0.01) -> torch.Tensor:
-        """audio [B, T] -> denoised float32 audio [B, T].
-
-        For T a multiple of the hop (all WaveGlow output) and T > filter_length / 2 this is
-        NVIDIA's result exactly (theirs has shape [B, 1, T]). Other lengths are zero-padded at
-        the end to a whole number of hops, and to more than half a filter, then trimmed back to
-        T (NVIDIA's drops the last T mod hop samples and fails below 513 samples). Half and
-        bfloat16 audio is converted to float32.
-        """
-        if audio.dim() != 2:
-            raise SynthesisError(f"expected audio [batch, samples], got {tuple(audio.shape)}")
-        length = audio.size(1)
-        if length == 0:
-            return audio.to(device=self.bias_spec.device, dtype=torch.float32)
-        audio = audio.to(device=self.bias_spec.device, dtype=torch.float32)
-        hop = self.stft.hop_length
-        padded_length = max(-(-length // hop) * hop, self.stft.min_samples())
-        padded_length = -(-padded_length // hop) * hop
-        if padded_length != length:
-            audio = F.pad(audio, (0, padded_length - length))
-        with torch.no_grad():
-            magnitude, phase = self.stft.transform(audio)
-            magnitude = torch.clamp(magnitude - self.bias_spec * strength, min=0.0)
-            denoised = self.stft.inverse(magnitude, phase)  # [B, padded_length]
-        return denoised[:, :length]
+        super().__init__(bias_audio, filter_length, n_overlap, win_length)

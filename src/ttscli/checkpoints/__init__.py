@@ -1,4 +1,4 @@
-"""Tacotron2 and WaveGlow checkpoints: every NVIDIA format read safely, loaded, saved, inspected.
+"""Tacotron2, WaveGlow and HiFi-GAN checkpoints: every NVIDIA format read safely, loaded, saved, inspected.
 
 Formats read (``inspect_checkpoint(path)["format"]``):
 
@@ -13,22 +13,28 @@ Formats read (``inspect_checkpoint(path)["format"]``):
   on odd flows: its config gets ``alternate_halves``.
 - ``state-dict``: a bare dict of tensors (or ``{"state_dict"}`` of a WaveGlow) whose kind is
   clear from its keys; the config is inferred from the shapes.
-- ``ttscli``: written by ``save_tacotron2`` / ``save_waveglow``.
+- ``hifigan-dle``, ``hifigan-jik876``: HiFi-GAN generators (NVIDIA's torch.hub dict; jik876's
+  generator files with ``config.json`` beside them, or their release folder), see
+  ``hifigan_layout``.
+- ``ttscli``: written by ``save_tacotron2`` / ``save_waveglow`` / ``save_hifigan``.
 
-Every file except the WaveGlow pickle is read with ``torch.load(weights_only=True)``. Every
+Every file except the WaveGlow pickle (and jik876's legacy-format files, read by the same
+restricted unpickler when torch refuses them) is read with ``torch.load(weights_only=True)``. Every
 problem with a file is reported as ``CheckpointError``.
 
 Modules: ``reading`` (a file to an object: torch.load(weights_only=True), else the restricted
 unpickler of ``safe_pickle``), ``formats`` (what the object is), ``kinds`` (the registry of model
-kinds) with one layout module per kind (``tacotron2_layout``, ``waveglow_layout``) and
+kinds) with one layout module per kind (``tacotron2_layout``, ``waveglow_layout``,
+``hifigan_layout``) and
 ``weight_norm``, then ``loading``, ``saving`` and ``inspection``.
 """
 
 from .formats import TTSCLI_FORMAT_VERSION, Checkpoint, open_checkpoint
+from .hifigan_layout import HIFIGAN, find_generator_file, hop_length_of
 from .inspection import inspect_checkpoint
 from .kinds import KINDS, ModelKind, register
-from .loading import load_model, load_tacotron2, load_waveglow
-from .saving import save_model, save_tacotron2, save_waveglow
+from .loading import load_hifigan, load_model, load_tacotron2, load_waveglow
+from .saving import save_hifigan, save_model, save_tacotron2, save_waveglow
 from .tacotron2_layout import TACOTRON2
 from .waveglow_layout import (
     WAVEGLOW,
@@ -41,19 +47,24 @@ from .weight_norm import fold_weight_norm
 _check_glow_old_schedule = check_glow_old_schedule  # its name before the package split
 
 __all__ = [
+    "HIFIGAN",
     "KINDS",
     "TACOTRON2",
     "TTSCLI_FORMAT_VERSION",
     "WAVEGLOW",
     "Checkpoint",
     "ModelKind",
+    "find_generator_file",
     "fold_weight_norm",
+    "hop_length_of",
     "inspect_checkpoint",
+    "load_hifigan",
     "load_model",
     "load_tacotron2",
     "load_waveglow",
     "open_checkpoint",
     "register",
+    "save_hifigan",
     "save_model",
     "save_tacotron2",
     "save_waveglow",

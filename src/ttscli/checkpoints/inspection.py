@@ -36,7 +36,7 @@ def inspect_checkpoint(path: PathLike) -> dict[str, Any]:
     }
     describe = get_kind(ckpt.kind).describe
     if describe is not None:
-        info.update(describe(sd, ckpt.layout))
+        info.update(describe(ckpt))
     if ckpt.format == "ttscli":
         info["metadata"] = ckpt.metadata
     return info

@@ -1,8 +1,10 @@
 """The model kinds a checkpoint may hold, and what loading, saving and inspecting each needs.
 
-Each kind's layout module (``tacotron2_layout``, ``waveglow_layout``...) describes its kind with
-a ``ModelKind`` and registers it; reading, loading, saving and ``inspect_checkpoint`` go through
-this registry, so another model (a HiFi-GAN vocoder) plugs in with one more layout module.
+Each kind's layout module (``tacotron2_layout``, ``waveglow_layout``, ``hifigan_layout``)
+describes its kind with a ``ModelKind`` and registers it; reading, loading, saving and
+``inspect_checkpoint`` go through this registry, so another model plugs in with one more layout
+module. A kind may also take a folder as a path (``folder_file``), read its config from a JSON
+file beside the checkpoint (``config_file``), and hold its weights under its own key.
 """
 
 from __future__ import annotations
@@ -48,8 +50,29 @@ class ModelKind:
     # a whole pickled module of this kind: its class name's ending, and a check of its config
     pickled_class: str | None = None
     check_pickled: Callable[[dict[str, Any], str, Path], None] | None = None
-    # extra ``inspect_checkpoint`` entries: (DLE-keyed weights, layout) -> dict
-    describe: Callable[[StateDict, str | None], dict[str, Any]] | None = None
+    # extra ``inspect_checkpoint`` entries: the Checkpoint read -> dict
+    describe: Callable[[Any], dict[str, Any]] | None = None
+    # the key under which a checkpoint dict holds this kind's weights besides "state_dict"
+    weights_key: str | None = None
+    # a config as published (in the file or beside it) -> the model's constructor arguments
+    read_config: Callable[[dict[str, Any], StateDict], dict[str, Any]] = lambda config, sd: dict(
+        config
+    )
+    # a JSON file beside a checkpoint that holds its config when the file holds none
+    config_file: str | None = None
+    # a folder given as a path -> the one checkpoint file in it (None: folders are refused)
+    folder_file: Callable[[Path], Path] | None = None
+    # this kind's names for the generic formats ("dle", "state-dict"), and who publishes each
+    format_names: tuple[tuple[str, str], ...] = ()
+    origins: tuple[tuple[str, str], ...] = ()
+
+    def format_name(self, generic: str) -> str:
+        """This kind's name for a generic format (``"dle"`` -> ``"hifigan-dle"``)."""
+        return dict(self.format_names).get(generic, generic)
+
+    def origin(self, fmt: str) -> str | None:
+        """Who publishes files of format ``fmt`` (recorded as metadata "origin"), if known."""
+        return dict(self.origins).get(fmt)
 
 
 KINDS: dict[str, ModelKind] = {}
@@ -86,6 +109,18 @@ def kind_of_config(config: dict[str, Any]) -> str:
         if kind.config_marker is not None and kind.config_marker in config:
             return kind.name
     return next(k.name for k in KINDS.values() if k.config_marker is None)
+
+
+def weights_keys() -> list[str]:
+    """The keys a checkpoint dict may hold weights under: "state_dict", then the kinds' own."""
+    keys = ["state_dict"]
+    keys += [k.weights_key for k in KINDS.values() if k.weights_key and k.weights_key not in keys]
+    return keys
+
+
+def folder_kinds() -> list[ModelKind]:
+    """The kinds whose checkpoints may be given as a folder."""
+    return [kind for kind in KINDS.values() if kind.folder_file is not None]
 
 
 def pickled_kind(qualname: str) -> ModelKind | None:

@@ -14,6 +14,7 @@ from .kinds import get_kind, title
 from .reading import PathLike
 
 if TYPE_CHECKING:
+    from ttscli.hifigan import HiFiGAN
     from ttscli.tacotron2 import Tacotron2
     from ttscli.waveglow import WaveGlow
 
@@ -34,6 +35,17 @@ def load_waveglow(
     ``dtype``; the model computes its 1x1-convolution inverses itself.
     """
     return load_model("waveglow", path, device, dtype)
+
+
+def load_hifigan(
+    path: PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HiFiGAN:
+    """Load a HiFi-GAN generator of any supported form, weight norm folded, in eval mode.
+
+    ``path`` is a file or a jik876 release folder. Weights are folded in float32 and then cast
+    to ``dtype``; the model's ``hop_length`` is the product of its upsample rates.
+    """
+    return load_model("hifigan", path, device, dtype)
 
 
 def load_model(

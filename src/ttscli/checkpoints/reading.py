@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections import OrderedDict
@@ -52,6 +53,19 @@ def read_object(path: PathLike) -> tuple[Any, bool, Path]:
             message = f"cannot load {p}: {message}"
         raise CheckpointError(message) from torch_error
     return obj, False, p
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` (a config beside a checkpoint), or a CheckpointError."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return value
 
 
 def looks_like_torch_file(path: Path) -> bool:

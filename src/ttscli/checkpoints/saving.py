@@ -15,6 +15,7 @@ from .kinds import get_kind
 from .reading import PathLike
 
 if TYPE_CHECKING:
+    from ttscli.hifigan import HiFiGAN
     from ttscli.tacotron2 import Tacotron2
     from ttscli.waveglow import WaveGlow
 
@@ -86,7 +87,8 @@ def save_model(
     """Write a model of the registered ``kind`` in ttscli's format (atomically)."""
     model_kind = get_kind(kind)
     if not isinstance(model, model_kind.model_class()):
-        raise CheckpointError(f"save_{kind} needs a {model_kind.title}, got {type(model).__name__}")
+        cls = model_kind.model_class()
+        raise CheckpointError(f"save_{kind} needs a {cls.__name__}, got {type(model).__name__}")
     sd = _portable(model_kind.saved_weights(model), _save_dtype(dtype, half))
     payload = _payload(kind, model.config, sd, metadata)
     payload.update(model_kind.save_extras)
@@ -119,3 +121,19 @@ def save_waveglow(
     The model itself is not changed. ``half``/``dtype`` cast the weights after folding.
     """
     save_model("waveglow", model, path, metadata, dtype=dtype, half=half)
+
+
+def save_hifigan(
+    model: HiFiGAN,
+    path: PathLike,
+    metadata: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    half: bool = False,
+) -> None:
+    """Write ``model`` in ttscli's format (atomically), weight norm folded; the model is unchanged.
+
+    ``metadata`` may say the generator's ``origin`` ("nvidia" or "jik876"), which sets the
+    default denoiser strength of a voice built on the file.
+    """
+    save_model("hifigan", model, path, metadata, dtype=dtype, half=half)

@@ -210,10 +210,10 @@ def _model_class() -> type:
     return WaveGlow
 
 
-def _describe(sd: StateDict, layout: str | None) -> dict[str, Any]:
-    info: dict[str, Any] = {"weight_norm": any(k.endswith(".weight_g") for k in sd)}
-    if layout is not None:
-        info["layout"] = layout
+def _describe(ckpt: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"weight_norm": any(k.endswith(".weight_g") for k in ckpt.state_dict)}
+    if ckpt.layout is not None:
+        info["layout"] = ckpt.layout
     return info
 
 

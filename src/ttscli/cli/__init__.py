@@ -43,7 +43,7 @@ class TTSGroup(click.Group):
 @click.group(cls=TTSGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="ttscli")
 def cli() -> None:
-    """Text to speech with NVIDIA's Tacotron 2 and WaveGlow.
+    """Text to speech with NVIDIA's Tacotron 2 and WaveGlow or HiFi-GAN.
 
     \b
     Examples:

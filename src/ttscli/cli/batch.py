@@ -106,7 +106,9 @@ def _settings_key(params: dict) -> str:
     from ..batch import settings_key
     from ..voices import voice_signature
 
-    voice = voice_signature(params["voice"], params["tacotron2_path"], params["waveglow_path"])
+    voice = voice_signature(
+        params["voice"], params["tacotron2_path"], params["vocoder"], device=params["device"]
+    )
     options = ("sigma", "denoiser_strength", "seed", "precision", "pause_seconds",
                "max_decoder_steps")  # fmt: skip
     if params["seed"] is not None:  # a seed repeats a line's audio only at the same batch size

@@ -51,6 +51,22 @@ class DeviceType(click.ParamType):
         self.fail(f"{value!r} is not one of {', '.join(DEVICE_NAMES)} or cuda:N.", param, ctx)
 
 
+class VocoderType(click.ParamType):
+    """griffin-lim, or an existing vocoder file or jik876 folder (what it holds is read later)."""
+
+    name = "vocoder"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "PATH|griffin-lim"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        if value == "griffin-lim" or Path(value).exists():
+            return value
+        self.fail(f"{value!r} is neither griffin-lim nor an existing file or folder.", param, ctx)
+
+
 def no_dash(why: str):
     """A callback refusing "-" (standard input/output) for a path that must name a file or folder."""
 
@@ -79,10 +95,15 @@ _SYNTHESIS_OPTIONS = (
         help="Tacotron2 checkpoint in any supported format (DLE, NVIDIA/tacotron2, ttscli).",
     ),
     click.option(
+        "--vocoder",
         "--waveglow",
-        "waveglow_path",
-        type=click.Path(exists=True, dir_okay=False),
-        help="WaveGlow checkpoint (DLE, NVIDIA/waveglow pickle, ttscli).",
+        "vocoder",
+        type=VocoderType(),
+        envvar="TTSCLI_VOCODER",
+        show_envvar=True,
+        help="Vocoder: a WaveGlow or HiFi-GAN checkpoint (what the file holds decides), a "
+        "jik876 HiFi-GAN folder (LJ_FT_T2_V2/), or griffin-lim. With --voice it replaces the "
+        "voice's vocoder. --waveglow is its former name.",
     ),
     click.option(
         "--device",
@@ -100,7 +121,8 @@ _SYNTHESIS_OPTIONS = (
         show_default=True,
         envvar="TTSCLI_PRECISION",
         show_envvar=True,
-        help="fp16 needs CUDA; bf16 runs WaveGlow in bfloat16 (fast on recent CPUs).",
+        help="fp16 needs CUDA; bf16 runs the vocoder (WaveGlow, HiFi-GAN) in bfloat16 (fast "
+        "on CPUs with native bfloat16).",
     ),
     click.option(
         "--sigma",
@@ -113,8 +135,9 @@ _SYNTHESIS_OPTIONS = (
         "denoiser_strength",
         type=ranged("denoiser_strength"),
         metavar="STRENGTH",
-        help=f"Denoiser strength, {span('denoiser_strength')} (0 disables it). Default: the voice's (NVIDIA's: "
-        "0.01). WaveGlow voices only.",
+        help=f"Denoiser strength, {span('denoiser_strength')} (0 disables it). Default: the "
+        "voice's (NVIDIA's: 0.01 with WaveGlow, 0.005 with HiFi-GAN; jik876's HiFi-GAN: 0). "
+        "WaveGlow and HiFi-GAN only.",
     ),
     click.option(
         "--seed",
@@ -162,12 +185,14 @@ def synthesis_options(func):
 
 
 def _warn_unused_vocoder_options(params: dict, voice) -> None:
-    from ..vocoders import WaveGlowVocoder
+    from ..vocoders import HiFiGANVocoder, WaveGlowVocoder
 
     if isinstance(voice.vocoder, WaveGlowVocoder):
         return
-    unused = [flag for flag, key in (("--sigma", "sigma"), ("--denoise", "denoiser_strength"))
-              if params.get(key) is not None]  # fmt: skip
+    options = [("--sigma", "sigma")]
+    if not isinstance(voice.vocoder, HiFiGANVocoder):
+        options.append(("--denoise", "denoiser_strength"))
+    unused = [flag for flag, key in options if params.get(key) is not None]
     if unused:
         click.echo(
             f"Warning: {' and '.join(unused)} {'change' if len(unused) > 1 else 'changes'} "
@@ -185,7 +210,9 @@ def build_synthesizer(params: dict):
 
     started = time.perf_counter()
     try:
-        voice = load_voice(params["voice"], params["tacotron2_path"], params["waveglow_path"])
+        voice = load_voice(
+            params["voice"], params["tacotron2_path"], params["vocoder"], device=params["device"]
+        )
         synth = Synthesizer(voice, synthesis_config(params))
     except UnknownVoiceError as exc:  # a mistyped name: a usage error (exit 2)
         raise click.BadParameter(str(exc), param_hint="'--voice'") from exc
@@ -194,6 +221,8 @@ def build_synthesizer(params: dict):
     _warn_unused_vocoder_options(params, voice)
     if params["verbose"]:
         click.echo(f"voice: {voice.name} ({type(voice.vocoder).__name__})", err=True)
+        if voice.chosen_because:
+            click.echo(f"  chosen as the default voice: {voice.chosen_because}", err=True)
         for role, path in voice.files.items():
             click.echo(f"  {role}: {path}", err=True)
         click.echo(

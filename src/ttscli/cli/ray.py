@@ -92,7 +92,7 @@ def build_ray_pool(params: dict, out_dir: Path, ext: str):
     )
     voice_args = tuple(
         str(Path(v).resolve()) if v and Path(v).exists() else v
-        for v in (params["voice"], params["tacotron2_path"], params["waveglow_path"])
+        for v in (params["voice"], params["tacotron2_path"], params["vocoder"])
     )
     config = synthesis_config(params)
     return RayPool(

@@ -47,6 +47,7 @@ def say(text: str, output: str | None, raw: bool, **params) -> None:
     Examples:
       ttscli say "hello world" -o hello.wav
       ttscli say "Read this, please." -o speech.flac --voice nvidia-ljspeech
+      ttscli say "Faster on a CPU." -o x.wav --voice nvidia-ljspeech --vocoder LJ_FT_T2_V2/
       echo "From a pipe." | ttscli say - -o -  > out.wav
       ttscli say "Streaming." --raw | aplay -r 22050 -f S16_LE -c 1
     """

@@ -66,6 +66,7 @@ def download(name: str, quiet: bool) -> None:
     \b
     Examples:
       ttscli download nvidia-ljspeech
+      ttscli download nvidia-ljspeech-hifigan
       TTSCLI_DOWNLOAD_BASE=http://mirror.local/nvidia ttscli download nvidia-ljspeech-fp16
     """
     from tqdm import tqdm
@@ -80,7 +81,7 @@ def download(name: str, quiet: bool) -> None:
             param_hint="NAME",
         )
     voice = NVIDIA_VOICES[name]
-    for kind, url in (("tacotron2", voice.tacotron2_url), ("waveglow", voice.waveglow_url)):
+    for kind, url in voice.urls.items():
         file_name = url.rsplit("/", 1)[1]
         found = find_file(file_name)
         if found:
@@ -123,7 +124,7 @@ def _checker(kind: str) -> Callable[[Path], None]:
 
 
 @click.command()
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument(
     "dst",
     type=click.Path(dir_okay=False),
@@ -134,45 +135,45 @@ def convert(src: str, dst: str, fp16: bool) -> None:
     """Convert a checkpoint SRC into ttscli's safe format DST.
 
     Any format the loaders read works (DLE/torch.hub, NVIDIA/tacotron2, NVIDIA/waveglow's
-    pickled model); the result loads with torch.load(weights_only=True) and gives the same
-    output as SRC.
+    pickled model, HiFi-GAN generators and jik876 release folders); the result loads with
+    torch.load(weights_only=True) and gives the same output as SRC. A HiFi-GAN keeps its
+    origin (NVIDIA's or jik876's), which decides its default denoiser strength.
 
     \b
     Examples:
       ttscli convert waveglow_256channels_universe_v5.pt waveglow.pt
       ttscli convert nvidia_tacotron2pyt_fp32_20190427 tacotron2.pt --fp16
+      ttscli convert LJ_FT_T2_V2/ hifigan.pt
     """
     import torch
 
-    from ..checkpoints import (
-        inspect_checkpoint,
-        load_tacotron2,
-        load_waveglow,
-        save_tacotron2,
-        save_waveglow,
-    )
+    from ..checkpoints import inspect_checkpoint, load_model, save_model
 
-    kind = inspect_checkpoint(src)["kind"]
-    load, save = (
-        (load_tacotron2, save_tacotron2) if kind == "tacotron2" else (load_waveglow, save_waveglow)
-    )
-    model = load(src)
+    details = inspect_checkpoint(src)
+    kind = details["kind"]
+    model = load_model(kind, src)
     if fp16:
         model = model.to(torch.float16)
-    save(model, dst, metadata={"converted_from": Path(src).name})
+    metadata = {"converted_from": Path(src).name}
+    if details.get("origin"):
+        metadata["origin"] = details["origin"]
+    save_model(kind, model, dst, metadata=metadata)
     click.echo(f"{kind} written to {dst}" + (" (fp16)" if fp16 else ""), err=True)
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(path: str, as_json: bool) -> None:
     """Describe a checkpoint file: format, model, config, size, and whether it loads safely.
+
+    PATH may also be a jik876 HiFi-GAN release folder (its generator file is described).
 
     \b
     Examples:
       ttscli info nvidia_tacotron2pyt_fp32_20190427
       ttscli info waveglow_256channels_universe_v5.pt --json
+      ttscli info LJ_FT_T2_V2/
     """
     from ..checkpoints import inspect_checkpoint
 
