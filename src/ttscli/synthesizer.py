@@ -73,6 +73,7 @@ class SynthesisConfig:
     pause_seconds: float | None = None
     max_chars: int = 20_000  # longest text accepted as one item
     fixed_decoder_steps: int | None = None  # benchmarks: ignore the gate, run exactly N steps
+    speed: float = 1.0  # >1 speaks faster: each mel is time-scaled before the vocoder (pitch kept)
 
     def __post_init__(self) -> None:
         for name, (kind, low, high, high_open) in _CONFIG_RANGES.items():
@@ -95,6 +96,7 @@ _CONFIG_RANGES: dict[str, tuple[type, float, float, bool]] = {
     "pause_seconds": (float, 0.0, math.inf, False),
     "max_chars": (int, 1, math.inf, False),
     "fixed_decoder_steps": (int, 1, math.inf, False),
+    "speed": (float, 0.25, 4.0, False),
 }
 
 
@@ -492,11 +494,16 @@ class Synthesizer:
         frames = torch.arange(mel.shape[2], device=mel.device)
         pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
         mel = mel.float().masked_fill(pad[:, None, :], MEL_FLOOR)
+        frame_counts = mel_lengths
+        if self.config.speed != 1.0:  # faster or slower speech, same pitch
+            from .audio import time_scale_mels
+
+            mel, frame_counts = time_scale_mels(mel, mel_lengths, self.config.speed, MEL_FLOOR)
         audio = self.voice.vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength)
         hop = self.voice.vocoder.hop_length
         out = []
         for row, piece in enumerate(batch):
-            n = int(mel_lengths[row]) * hop
+            n = int(frame_counts[row]) * hop
             wave = audio[row, :n].float()
             steps = int(math.ceil(int(mel_lengths[row]) / self.frames_per_step))
             if n == 0:
