@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[test,ray]"
+	$(PIP) install -q -e ".[test,ray,serve]"
 	touch $@
 
 install-test: $(TEST_STAMP)

@@ -58,10 +58,11 @@ def cli() -> None:
 
 def _register() -> None:
     from .normalize import normalize
+    from .serve import serve
     from .speak import batch, say
     from .voices import convert, download, info, voices
 
-    for command in (normalize, say, batch, voices, download, convert, info):
+    for command in (normalize, say, batch, voices, download, convert, info, serve):
         cli.add_command(command)
 
 
