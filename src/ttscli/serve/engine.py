@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 OPENAI_VOICES = frozenset(
     "alloy ash ballad coral echo fable onyx nova sage shimmer verse marin cedar".split()
 )
-WARM_UP_TEXT = "Warming up the voice. This takes a moment."
+# numbers, symbols and abbreviations: the text front end's first use of each is slow (seconds)
+WARM_UP_TEXT = "Dr. Smith paid $3.50 on May 2nd, 1984, at 10:30 - 25% more than Mr. Jones."
 VOICE_LIST_SECONDS = 10.0  # how long the list of installed voices is trusted
 
 

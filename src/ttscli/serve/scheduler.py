@@ -37,6 +37,13 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     started: bool = False  # a piece of it was taken into a batch
     cancelled: bool = False
+    batches: int = 0  # batches that took pieces of it
+
+    @property
+    def quota(self) -> int:
+        """Pieces it may have in the next batch: 1, 1, 2, 4, 8... (its first audio comes
+        after one sentence's rendering, and each batch renders while the last one plays)."""
+        return 2 ** max(0, self.batches - 1)
 
     @property
     def alive(self) -> bool:
@@ -86,9 +93,13 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish what is queued, then end the thread."""
+        """Drop what is queued, finish the batch being rendered, then end the thread (call it
+        once no client waits: the server drained its requests)."""
         with self._cond:
             self._stopping = True
+            for job in {p.job for p in self._pending} | set(self._incoming):
+                job.cancelled = True
+            self._drop_dead()
             self._cond.notify_all()
         self._thread.join(timeout)
 
@@ -98,9 +109,12 @@ class Scheduler:
             if self._waiting >= self.max_queue:
                 raise QueueFull(f"{self._waiting} requests are waiting to start")
             self._waiting += 1
-            self._incoming.append(job)
             self._publish_depth()
-            self._cond.notify_all()
+            if job.voice not in self._facts:  # its voice is loaded on the scheduler's thread
+                self._incoming.append(job)
+                self._cond.notify_all()
+                return
+        self._split(job)  # at once: the text's errors need not wait for a batch to end
 
     def cancel(self, job: Job) -> None:
         """Forget a job's queued pieces (its client went away, or its deadline passed)."""
@@ -130,14 +144,18 @@ class Scheduler:
                 if self._stopping and not (self._incoming or self._pending):
                     return
                 incoming, self._incoming = self._incoming, []
-            for job in incoming:
-                self._split(job)
-            batch = self._next_batch()
-            if batch:
-                self._render(batch)
+            try:
+                for job in incoming:
+                    self._split(job)
+                batch = self._next_batch()
+                if batch:
+                    self._render(batch)
+            except Exception:  # a bug must not stop the thread every request waits on
+                log.exception("scheduler error")
 
     def _split(self, job: Job) -> None:
-        """Cut a new job into pieces and queue them (loading its voice first when needed)."""
+        """Cut a new job into pieces and queue them (loading its voice first when needed:
+        only on the scheduler's thread)."""
         if not job.alive:
             self._forget(job)
             return
@@ -146,15 +164,19 @@ class Scheduler:
                 self._facts[job.voice] = self.engine.facts(job.voice)
             facts = self._facts[job.voice]
             texts = self.engine.split(job.text, facts)
-        except TTSError as exc:
+        except Exception as exc:  # noqa: BLE001 - the request is answered, the server goes on
+            if not isinstance(exc, TTSError):
+                log.exception("voice %r cannot be used", job.voice)
+                exc = TTSError(f"voice {job.voice!r} cannot be used (see the server's log)")
             self._forget(job)
             job.emit(("error", exc))
             return
+        job.emit(("split", len(texts), facts))  # before any piece can be rendered
         now = time.monotonic()
         with self._cond:
             self._pending.extend(_Piece(job, i, text, now) for i, text in enumerate(texts))
             self._publish_depth()
-        job.emit(("split", len(texts), facts))
+            self._cond.notify_all()
 
     def _forget(self, job: Job) -> None:
         """A job that will queue no piece no longer waits to start."""
@@ -184,6 +206,7 @@ class Scheduler:
             taken = set(map(id, batch))
             self._pending = [p for p in self._pending if id(p) not in taken]
             for job in {p.job for p in batch}:
+                job.batches += 1
                 if not job.started:
                     job.started = True
                     self._waiting -= 1
@@ -192,25 +215,22 @@ class Scheduler:
 
     def _pick(self) -> list[_Piece]:
         """The next batch: the oldest request's first sentence leads, with other first
-        sentences; else the oldest waiting piece with pieces of similar length."""
+        sentences; else the oldest waiting piece with pieces of similar length. A request
+        has at most its quota of pieces in a batch, in order."""
         anchor = min(self._pending, key=lambda p: (p.index > 0, p.job.created, p.index))
         size = self._facts[anchor.job.voice].batch_size
-        same = [p for p in self._pending if p.key == anchor.key]
-        if anchor.job.seed is not None:  # a batch of its own: the first piece, then in order
-            if anchor.index == 0:
-                return [anchor]
-            return sorted(same, key=lambda p: p.index)[:size]
+        same = _next_per_job([p for p in self._pending if p.key == anchor.key], size)
+        if anchor.job.seed is not None:  # a batch of its own, whatever else is queued
+            return sorted(same, key=lambda p: p.index)
         if anchor.index == 0:
             firsts = sorted((p for p in same if p.index == 0), key=lambda p: p.job.created)
             batch = firsts[:size]
             longest = max(len(p.text) for p in batch)
-            leading = {p.job for p in batch}
-            fillers = [p for p in same if p.job not in leading and len(p.text) <= longest]
+            fillers = [p for p in same if p.index > 0 and len(p.text) <= longest]
             fillers.sort(key=lambda p: (p.job.created, p.index))
             return batch + fillers[: size - len(batch)]
-        window = _first_per_job(same, size)  # each request's next pieces, in order
-        window.sort(key=lambda p: (abs(len(p.text) - len(anchor.text)), p.job.created, p.index))
-        return window[:size]
+        same.sort(key=lambda p: (abs(len(p.text) - len(anchor.text)), p.job.created, p.index))
+        return same[:size]
 
     def _render(self, batch: list[_Piece]) -> None:
         job = batch[0].job
@@ -245,12 +265,12 @@ class Scheduler:
         self.metrics.set_queue(self._waiting, len(self._pending))
 
 
-def _first_per_job(pieces: list[_Piece], count: int) -> list[_Piece]:
-    """Each job's `count` lowest-indexed pieces."""
+def _next_per_job(pieces: list[_Piece], size: int) -> list[_Piece]:
+    """Each job's next pieces: its lowest-indexed ones, as many as its quota (and size)."""
     by_job: dict[Job, list[_Piece]] = {}
     for piece in pieces:
         by_job.setdefault(piece.job, []).append(piece)
     out = []
-    for own in by_job.values():
-        out.extend(sorted(own, key=lambda p: p.index)[:count])
+    for job, own in by_job.items():
+        out.extend(sorted(own, key=lambda p: p.index)[: min(size, job.quota)])
     return out

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+SWITCH_INTERVAL_SECONDS = 0.0005
+
 
 @dataclass
 class ServeOptions:
@@ -59,11 +61,14 @@ def serve(options: ServeOptions, announce=print) -> int:
         timeout_graceful_shutdown=int(options.timeout_seconds) + 5,
     )
     server = _DrainingServer(config)
+    # the scheduler's thread runs Python between torch calls: let the event loop's thread have
+    # the interpreter back sooner than every 5 ms, or answers (429s too) wait behind batches
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     scheduler.start()
     try:
         return asyncio.run(_main(server, sock, scheduler, options, announce))
     finally:
-        scheduler.stop(timeout=5)
+        scheduler.stop()
         sock.close()
 
 
@@ -71,12 +76,13 @@ async def _main(server, sock: socket.socket, scheduler, options: ServeOptions, a
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     wyoming = None
     while not (scheduler.ready.is_set() and server.started):
-        if scheduler.failure or serving.done():
+        if scheduler.failure or serving.done():  # the voice failed, or a signal came first
             server.should_exit = True
             await serving
             if scheduler.failure:
                 print(f"Error: the voice cannot be used: {scheduler.failure}", file=sys.stderr)
-            return 1
+                return 1
+            return 0
         await asyncio.sleep(0.02)
     if options.wyoming:
         from .wyoming_server import start_wyoming
