@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run install install-test test test-slow test-reference lint format bench voice voice-deps voice-eval clean
+.PHONY: run install install-test test test-slow test-browser test-reference lint format bench serve voice voice-deps voice-eval clean
 
 run: install ## install, then speak "hello world" to hello.wav
 	$(VENV)/bin/ttscli say "hello world" -o hello.wav
@@ -35,6 +35,17 @@ test: install-test ## the default suite (CPU, a few minutes)
 
 test-slow: install-test ## only the slow tests
 	$(PY) -m pytest -q -m slow
+
+# The server's web page in Debian's chromium (installed with apt when missing), driven by the
+# playwright package through executable_path: no browser download.
+test-browser: install-test ## the web page of `ttscli serve` in a real browser
+	command -v chromium >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { sudo apt-get update -qq && sudo apt-get install -y -qq chromium; }
+	CHROMIUM=$$(command -v chromium) $(PY) -m pytest -q -m slow tests/test_serve_browser.py
+
+serve: install-test ## run the speech server on 127.0.0.1:8000 (the embedded voice unless NVIDIA's is installed)
+	$(VENV)/bin/ttscli serve
 
 # Differential tests against NVIDIA's code exported by ../shared/tools/export_reference.sh.
 test-reference: install-test ## make test-reference REF=DIR [CASES=N]
