@@ -34,6 +34,11 @@ class RunningServer:
         )
         self.lines: list[str] = []
         self.url = self._wait_for_url(start_timeout)
+        self.wyoming = None
+        if "--wyoming" in args:
+            line = self.process.stdout.readline()
+            self.lines.append(line)
+            self.wyoming = line.rsplit(" ", 1)[-1].strip()
 
     def _wait_for_url(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
