@@ -61,6 +61,7 @@ format: install-test
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 bench: install ## measure and print a table + one JSON line
+	$(PY) -c "import starlette, uvicorn, httpx" 2>/dev/null || $(PIP) install -q -e ".[serve]" httpx
 	$(PY) -m benchmarks $(if $(REF),--ref $(REF),)
 
 VOICE_MINUTES ?= 30

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 from . import sections
+from .serve_load import bench_serve
+
+sections.SECTIONS["serve"] = bench_serve  # the load section of `ttscli serve`
 
 
 def main(argv: list[str] | None = None) -> int:
