@@ -25,6 +25,9 @@ class RunningServer:
         env["TORCH_HOME"] = str(home / "torch")
         env["XDG_CACHE_HOME"] = str(home / "cache")
         env.pop("TTSCLI_API_KEY", None)
+        # one torch thread, as every test (conftest): two OpenMP threads on a busy 2-core
+        # machine wait on each other at every step (one sentence: 0.05 s -> 3 s)
+        env["OMP_NUM_THREADS"] = "1"
         self.log_path = home / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         command = [sys.executable, "-m", "ttscli.cli", "serve", "--host", "127.0.0.1"]

@@ -8,6 +8,7 @@ import signal
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +30,22 @@ VOICE_RATE = 22050
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    running = RunningServer(tmp_path_factory.mktemp("serve"))
+    home = tmp_path_factory.mktemp("serve")
+    _install_voice_copy(home / "ttscli" / "voices" / "second-voice")
+    running = RunningServer(home)
     yield running
     running.stop()
+
+
+def _install_voice_copy(folder: Path) -> None:
+    """The embedded voice again, installed under another name."""
+    from ttscli.voices import EMBEDDED_DIR, EMBEDDED_VOICE
+
+    source = EMBEDDED_DIR / EMBEDDED_VOICE
+    folder.mkdir(parents=True)
+    (folder / "tacotron2.pt").symlink_to(source / "tacotron2.pt")
+    config = json.loads((source / "voice.json").read_text())
+    (folder / "voice.json").write_text(json.dumps({**config, "name": folder.name}))
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +166,16 @@ def test_seeded_audio_is_the_same_alone_and_under_load(server, reference):
     assert all(a.status_code == 200 for a in answers.values())
     loaded, _ = decode(answers["seeded"].content, "wav")
     assert loaded.tobytes() == audio.tobytes()
+
+
+def test_another_installed_voice_is_loaded_on_first_use(server):
+    voices = [v["id"] for v in httpx.get(f"{server.url}/v1/audio/voices").json()["voices"]]
+    assert voices[0] == "ttscli-en" and "second-voice" in voices
+    body = {"input": SENTENCE, "voice": "second-voice"}
+    answer = httpx.post(f"{server.url}/v1/audio/speech", json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+    audio, rate = decode(answer.content, "wav")
+    assert rate == VOICE_RATE and len(audio) > rate
 
 
 def test_api_tts_answers_a_wav(server):

@@ -18,14 +18,15 @@ from serve_harness import RunningServer, decode  # noqa: E402
 KEY = "open-sesame"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ORIGIN = "http://allowed.test"
-LONG = " ".join(f"Sentence number {n} is here to take time." for n in range(7))  # < 300 chars
+LONG = " ".join(f"Sentence number {n} is here to take time." for n in range(7))
+VERY_LONG = " ".join(f"This is sentence {n}, which takes its time too." for n in range(80))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     running = RunningServer(
         tmp_path_factory.mktemp("serve-limits"),
-        "--api-key", KEY, "--max-queue", "1", "--max-chars", "300", "--timeout", "1.5",
+        "--api-key", KEY, "--max-queue", "1", "--max-chars", "4000", "--timeout", "1.5",
         "--cors-origin", ORIGIN,
     )  # fmt: skip
     yield running
@@ -69,8 +70,8 @@ def test_cors_answers_only_the_allowed_origin(server):
 
 
 def test_text_over_max_chars_is_413_naming_the_limit(server):
-    answer = httpx.post(f"{server.url}/v1/audio/speech", json={"input": "a" * 301}, headers=AUTH)
-    assert answer.status_code == 413 and "300" in answer.json()["error"]["message"]
+    answer = httpx.post(f"{server.url}/v1/audio/speech", json={"input": "a" * 4001}, headers=AUTH)
+    assert answer.status_code == 413 and "4,000" in answer.json()["error"]["message"]
 
 
 def test_a_full_queue_answers_429_at_once(server):
@@ -100,8 +101,9 @@ def test_a_full_queue_answers_429_at_once(server):
 
 
 def test_the_deadline_is_504(server):
+    assert len(VERY_LONG) < 4000
     answer = httpx.post(
-        f"{server.url}/v1/audio/speech", json={"input": LONG}, headers=AUTH, timeout=60
+        f"{server.url}/v1/audio/speech", json={"input": VERY_LONG}, headers=AUTH, timeout=60
     )
     assert answer.status_code == 504, answer.text
     assert "longer" in answer.json()["error"]["message"]

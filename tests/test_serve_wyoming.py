@@ -85,7 +85,7 @@ def test_streamed_text_is_spoken(server, http_seconds):
     parts = ["Home Assistant asked ", "for this sentence. And then", " for a second one."]
     requests = [SynthesizeStart(voice=SynthesizeVoice(name="ttscli-en"))]
     requests += [SynthesizeChunk(text=p) for p in parts]
-    requests += [SynthesizeStop(), Synthesize(text=TEXT)]  # as Home Assistant sends them
+    requests += [Synthesize(text=TEXT), SynthesizeStop()]  # as Home Assistant sends them
     events = asyncio.run(_exchange(server.wyoming, requests, "synthesize-stopped"))
     kinds = [e.type for e in events]
     assert kinds[0] == "audio-start" and kinds.count("audio-start") == 1

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-SWITCH_INTERVAL_SECONDS = 0.0005
-
 
 @dataclass
 class ServeOptions:
@@ -61,9 +59,6 @@ def serve(options: ServeOptions, announce=print) -> int:
         timeout_graceful_shutdown=int(options.timeout_seconds) + 5,
     )
     server = _DrainingServer(config)
-    # the scheduler's thread runs Python between torch calls: let the event loop's thread have
-    # the interpreter back sooner than every 5 ms, or answers (429s too) wait behind batches
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     scheduler.start()
     try:
         return asyncio.run(_main(server, sock, scheduler, options, announce))

@@ -61,6 +61,12 @@ class _Handler(_handler_base()):
         self.streaming: _Stream | None = None
 
     async def handle_event(self, event) -> bool:
+        try:
+            return await self._handle(event)
+        except ConnectionError:  # the client went away; its queued pieces are dropped
+            return False
+
+    async def _handle(self, event) -> bool:
         from wyoming.info import Describe
         from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
