@@ -1,5 +1,4 @@
-"""The `make bench` load section: concurrent clients against a real `ttscli serve`, beside the
-library rendering the same requests one at a time in this process."""
+"""The `make bench` serve section: concurrent clients against a real server vs. the library."""
 
 from __future__ import annotations
 

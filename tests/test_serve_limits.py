@@ -134,3 +134,36 @@ def test_an_unexpected_error_is_500_with_an_id_and_no_traceback(caplog):
     assert "secret" not in answer.text and "Traceback" not in answer.text
     error_id = answer.headers["x-error-id"]
     assert error_id in message and error_id in caplog.text
+
+
+def test_cli_refuses_a_wrong_wyoming_address():
+    from click.testing import CliRunner
+
+    from ttscli.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--wyoming", "localhost:10200"])
+    assert result.exit_code == 2 and "tcp://HOST:PORT" in result.output
+
+
+def test_cli_says_when_the_port_is_taken():
+    import socket
+
+    from click.testing import CliRunner
+
+    from ttscli.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port), "--voice", "ttscli-en"])
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_cli_exits_1_when_the_default_voice_cannot_be_loaded():
+    from click.testing import CliRunner
+
+    from ttscli.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--voice", "no-such-voice"])
+    assert result.exit_code == 1 and "no-such-voice" in result.output

@@ -1,5 +1,4 @@
-"""The cross-request scheduler: one thread owns the Engine and renders the sentence pieces of
-every request in shared batches (first sentences first, similar lengths together)."""
+"""The cross-request scheduler: one thread owns the Engine and batches every request's sentences."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Running the server: uvicorn on a bound socket, the URL printed once the voice is ready,
-SIGTERM and Ctrl-C draining the requests in flight, then exit status 0."""
+"""Running the server: uvicorn on a bound socket, the URL once ready, SIGTERM/Ctrl-C drain, exit 0."""
 
 from __future__ import annotations
 
@@ -58,7 +57,7 @@ def serve(options: ServeOptions, announce=print) -> int:
         lifespan="off",
         timeout_graceful_shutdown=int(options.timeout_seconds) + 5,
     )
-    server = _DrainingServer(config)
+    server = _draining_server(config)
     scheduler.start()
     try:
         return asyncio.run(_main(server, sock, scheduler, options, announce))
@@ -116,13 +115,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_server_class():
+def _draining_server(config):
+    """uvicorn's server, except that SIGTERM/SIGINT stop it gracefully without being raised
+    again afterwards (stock uvicorn re-raises them, so the process would not exit 0)."""
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
-        """uvicorn's server whose SIGTERM/SIGINT stop it gracefully without being raised
-        again afterwards (stock uvicorn re-raises them, so the process would not exit 0)."""
-
         @contextlib.contextmanager
         def capture_signals(self):
             if threading.current_thread() is not threading.main_thread():
@@ -136,8 +134,4 @@ def _uvicorn_server_class():
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    return DrainingServer
-
-
-def _DrainingServer(config):  # noqa: N802 - a class made on demand (uvicorn is optional)
-    return _uvicorn_server_class()(config)
+    return DrainingServer(config)
