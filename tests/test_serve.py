@@ -250,6 +250,12 @@ def test_malformed_and_oversized_bodies(server):
     assert httpx.get(f"{server.url}/nowhere").status_code == 404
 
 
+def test_cors_is_off_without_an_origin(server):
+    preflight = {"Access-Control-Request-Method": "POST", "Origin": "http://any.test"}
+    answer = httpx.options(f"{server.url}/v1/audio/speech", headers=preflight)
+    assert "access-control-allow-origin" not in answer.headers
+
+
 def test_unknown_fields_and_voice_objects_are_accepted(client):
     answer = client.audio.speech.create(
         model="gpt-4o-mini-tts", voice={"id": "ttscli-en"}, input="Fine.",

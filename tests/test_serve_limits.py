@@ -167,3 +167,20 @@ def test_cli_exits_1_when_the_default_voice_cannot_be_loaded():
 
     result = CliRunner().invoke(cli, ["serve", "--port", "0", "--voice", "no-such-voice"])
     assert result.exit_code == 1 and "no-such-voice" in result.output
+
+
+def test_ready_is_503_until_the_voice_is_warm():
+    from starlette.testclient import TestClient
+
+    from ttscli.serve.app import Settings, build_app
+    from ttscli.serve.scheduler import Scheduler
+
+    class ColdEngine:
+        default_voice = "v"
+
+    scheduler = Scheduler(ColdEngine())  # never started: the voice is not loaded
+    with TestClient(build_app(scheduler, Settings(api_key=KEY))) as http:
+        assert http.get("/ready").status_code == 503
+        assert http.get("/health").status_code == 200
+        scheduler.ready.set()
+        assert http.get("/ready").status_code == 200
