@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run install install-test test test-slow test-reference lint format bench gpu-wheels gpu-check voice voice-deps voice-eval clean
+.PHONY: run install install-test test test-slow test-browser test-reference lint format bench serve gpu-wheels gpu-check voice voice-deps voice-eval clean
 
 run: install ## install, then speak "hello world" to hello.wav
 	$(VENV)/bin/ttscli say "hello world" -o hello.wav
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[test,ray]"
+	$(PIP) install -q -e ".[test,ray,serve]"
 	touch $@
 
 install-test: $(TEST_STAMP)
@@ -35,6 +35,17 @@ test: install-test ## the default suite (CPU, a few minutes)
 
 test-slow: install-test ## only the slow tests
 	$(PY) -m pytest -q -m slow
+
+# The server's web page in Debian's chromium (installed with apt when missing), driven by the
+# playwright package through executable_path: no browser download.
+test-browser: install-test ## the web page of `ttscli serve` in a real browser
+	command -v chromium >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { sudo apt-get update -qq && sudo apt-get install -y -qq chromium; }
+	CHROMIUM=$$(command -v chromium) $(PY) -m pytest -q -m slow tests/test_serve_browser.py
+
+serve: install-test ## run the speech server on 127.0.0.1:8000 (the embedded voice unless NVIDIA's is installed)
+	$(VENV)/bin/ttscli serve
 
 # Differential tests against NVIDIA's code exported by ../shared/tools/export_reference.sh.
 test-reference: install-test ## make test-reference REF=DIR [CASES=N]
@@ -50,6 +61,7 @@ format: install-test
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 bench: install ## measure and print a table + one JSON line
+	$(PY) -c "import starlette, uvicorn, httpx" 2>/dev/null || $(PIP) install -q -e ".[serve]" httpx
 	$(PY) -m benchmarks $(if $(REF),--ref $(REF),)
 
 # GPU check: on a machine whose python3 has only a CUDA torch (and pytest, numpy, click, tqdm),

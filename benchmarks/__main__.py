@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from . import hifigan, sections
+from .serve_load import bench_serve
 
 sections.SECTIONS.update(hifigan.SECTIONS)
+sections.SECTIONS["serve"] = bench_serve  # the load section of `ttscli serve`
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,6 +65,7 @@ RANGES: dict[str, Range] = {
     "max_edge_silence_seconds": Range(float, 0.0),
     "max_chars": Range(int, 1),
     "fixed_decoder_steps": Range(int, 1),
+    "speed": Range(float, 0.25, 4.0),  # speaking rate: each mel is time-scaled before the vocoder
     "sample_rate": Range(int, 1),  # voice.json: the voice's rate in Hz
     "griffin_lim.n_iter": Range(int, 1),
     "griffin_lim.momentum": Range(float, 0.0, 1.0, high_open=True),
@@ -111,6 +112,7 @@ class SynthesisConfig:
     pause_seconds: float | None = None
     max_chars: int = 20_000  # longest text accepted as one item
     fixed_decoder_steps: int | None = None  # benchmarks: ignore the gate, run exactly N steps
+    speed: float = 1.0  # >1 speaks faster: each mel is time-scaled before the vocoder (pitch kept)
 
     def __post_init__(self) -> None:
         for name in _CONFIG_OPTIONS:

@@ -450,13 +450,18 @@ class Synthesizer:
         frames = torch.arange(mel.shape[2], device=mel.device)
         pad = frames[None, :] >= mel_lengths.to(mel.device)[:, None]
         mel = mel.float().masked_fill(pad[:, None, :], LOG_MEL_FLOOR)
+        frame_counts = mel_lengths
+        if self.config.speed != 1.0:  # faster or slower speech, same pitch
+            from .audio import time_scale_mels
+
+            mel, frame_counts = time_scale_mels(mel, mel_lengths, self.config.speed, LOG_MEL_FLOOR)
         vocoder = self.voice.vocoder
-        extra = {"frames": mel_lengths.tolist()} if getattr(vocoder, "takes_frames", False) else {}
+        extra = {"frames": frame_counts.tolist()} if getattr(vocoder, "takes_frames", False) else {}
         audio = vocoder(mel, sigma=self.sigma, denoiser_strength=self.denoiser_strength, **extra)
         hop = vocoder.hop_length
         out = []
         for row, piece in enumerate(batch):
-            n = int(mel_lengths[row]) * hop
+            n = int(frame_counts[row]) * hop
             wave = audio[row, :n].float()
             steps = int(math.ceil(int(mel_lengths[row]) / self.frames_per_step))
             if n == 0:

@@ -60,9 +60,10 @@ def _register() -> None:
     from .batch import batch
     from .normalize import normalize
     from .say import say
+    from .serve import serve
     from .voices import convert, download, info, voices
 
-    for command in (normalize, say, batch, voices, download, convert, info):
+    for command in (normalize, say, batch, voices, download, convert, info, serve):
         cli.add_command(command)
 
 

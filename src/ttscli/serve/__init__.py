@@ -1,0 +1,1 @@
+"""`ttscli serve`: an HTTP (OpenAI-compatible) and Wyoming speech server batching across requests."""
