@@ -179,19 +179,20 @@ def load_vocoder(spec: str | os.PathLike, sample_rate: int = 22050) -> Vocoder:
     content decides: a WaveGlow or a HiFi-GAN checkpoint. Other checkpoints are a VoiceError."""
     if str(spec) == GRIFFIN_LIM:
         return GriffinLimVocoder(sample_rate=sample_rate)
-    from .checkpoints import inspect_checkpoint, load_hifigan, load_waveglow
+    from .checkpoints import model_from_checkpoint, open_checkpoint
 
     path = Path(spec)
     if not path.exists():
         raise VoiceError(f"vocoder {str(spec)!r} is neither {GRIFFIN_LIM!r} nor an existing path")
-    details = inspect_checkpoint(path)
-    if details["kind"] == "waveglow":
-        return WaveGlowVocoder(load_waveglow(path), source=path)
-    if details["kind"] == "hifigan":
-        return HiFiGANVocoder(load_hifigan(path), origin=details.get("origin"), source=path)
-    raise VoiceError(
-        f"{path} holds a {details['kind']} checkpoint, not a vocoder (WaveGlow or HiFi-GAN)"
-    )
+    ckpt, file = open_checkpoint(path)  # read once: its content decides the vocoder
+    if ckpt.kind not in ("waveglow", "hifigan"):
+        raise VoiceError(
+            f"{path} holds a {ckpt.kind} checkpoint, not a vocoder (WaveGlow or HiFi-GAN)"
+        )
+    model = model_from_checkpoint(ckpt, file)
+    if ckpt.kind == "waveglow":
+        return WaveGlowVocoder(model, source=path)
+    return HiFiGANVocoder(model, origin=ckpt.metadata.get("origin"), source=path)
 
 
 def vocoder_role(vocoder: object) -> str:

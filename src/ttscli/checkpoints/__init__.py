@@ -33,7 +33,13 @@ from .formats import TTSCLI_FORMAT_VERSION, Checkpoint, open_checkpoint
 from .hifigan_layout import HIFIGAN, find_generator_file, hop_length_of
 from .inspection import inspect_checkpoint
 from .kinds import KINDS, ModelKind, register
-from .loading import load_hifigan, load_model, load_tacotron2, load_waveglow
+from .loading import (
+    load_hifigan,
+    load_model,
+    load_tacotron2,
+    load_waveglow,
+    model_from_checkpoint,
+)
 from .saving import save_hifigan, save_model, save_tacotron2, save_waveglow
 from .tacotron2_layout import TACOTRON2
 from .waveglow_layout import (
@@ -60,6 +66,7 @@ __all__ = [
     "inspect_checkpoint",
     "load_hifigan",
     "load_model",
+    "model_from_checkpoint",
     "load_tacotron2",
     "load_waveglow",
     "open_checkpoint",

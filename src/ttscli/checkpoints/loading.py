@@ -55,12 +55,24 @@ def load_model(
     dtype: torch.dtype = torch.float32,
 ) -> Any:
     """Load a checkpoint of the registered ``kind``, in eval mode on ``device``/``dtype``."""
-    model_kind = get_kind(kind)
     ckpt, p = open_checkpoint(path)
     _expect_kind(ckpt, kind, p)
+    return model_from_checkpoint(ckpt, p, device, dtype)
+
+
+def model_from_checkpoint(
+    ckpt: Checkpoint,
+    path: Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """The model an opened checkpoint (``open_checkpoint``) holds, whatever its kind, in eval
+    mode on ``device``/``dtype``; ``path`` names the file in errors."""
+    model_kind = get_kind(ckpt.kind)
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in ckpt.config.items()}
-    model = model_kind.prepare_model(_build(model_kind.model_class(), config, kind, p))
-    _load_strict(model, model_kind.loadable_weights(ckpt.state_dict, ckpt.weight_norm_dims), p)
+    model = model_kind.prepare_model(_build(model_kind.model_class(), config, ckpt.kind, path))
+    weights = model_kind.loadable_weights(ckpt.state_dict, ckpt.weight_norm_dims)
+    _load_strict(model, weights, path)
     return _place(model, device, dtype)
 
 
