@@ -50,12 +50,24 @@ def ttscli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ttscli.cli", *args]
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child before exec: Ctrl-C's default disposition. A test run started in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python then ignores it
+    too, as a user's `nohup ttscli ...` would want."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_batch_exits_130_and_leaves_no_temporary_file(voice_dir, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("".join(f"Sentence number {i}.\n" for i in range(400)))
     out = tmp_path / "out"
     cmd = ttscli("batch", str(src), "-o", str(out), "--voice", str(voice_dir), "--batch-size", "2")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=_ctrl_c_reaches_it,
+    )
     deadline = time.time() + 60
     manifest = out / "manifest.jsonl"
     while time.time() < deadline and not (
@@ -74,7 +86,9 @@ def test_ctrl_c_mid_batch_exits_130_and_leaves_no_temporary_file(voice_dir, tmp_
 def test_ctrl_c_while_waiting_for_standard_input_exits_130(voice_dir, tmp_path):
     out = tmp_path / "out"
     cmd = ttscli("batch", "-", "-o", str(out), "--voice", str(voice_dir), "-q")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_ctrl_c_reaches_it
+    )
     proc.stdin.write(b"The first line.\n")
     proc.stdin.flush()
     deadline = time.time() + 60
