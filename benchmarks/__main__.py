@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     results: dict[str, object] = {
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": sections.cpu_name(),
         "torch": torch.__version__,
         "threads": args.threads,
         "device": "cpu",
@@ -71,16 +71,6 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
     return str(value)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _vs_reference(ref: str, threads: int) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -22,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .sections import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The quick brown fox jumps over the lazy dog while the band plays on."
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "no CUDA GPU visible to torch", "torch": torch.__version__}))
         return 1
     result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(args.device) if on_cuda else _cpu_name(),
+        "device": torch.cuda.get_device_name(args.device) if on_cuda else cpu_name(),
         "torch": torch.__version__,
         "quick": args.quick,
     }
@@ -199,16 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result))
     tests_ok = args.no_tests or result["cuda_tests"]["rc"] in (0, 5)
     return 0 if tests_ok else 1
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

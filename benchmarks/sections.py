@@ -17,6 +17,19 @@ LJ_TEST = SHARED_DATA / "ljspeech_test.txt"
 LJ_TRAIN = SHARED_DATA / "ljspeech_train.txt"
 
 
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what platform says."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def waveglow_hub_config(n_channels: int = 512) -> dict:
     """The torch.hub WaveGlow config, with n_channels 512 (hub) or 256 (NGC's smaller file)."""
     from ttscli.waveglow import DEFAULT_CONFIG
