@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -167,6 +168,19 @@ def test_cli_exits_1_when_the_default_voice_cannot_be_loaded():
 
     result = CliRunner().invoke(cli, ["serve", "--port", "0", "--voice", "no-such-voice"])
     assert result.exit_code == 1 and "no-such-voice" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="needs a machine without cuda:1")
+def test_a_gpu_this_machine_lacks_is_one_line_without_a_traceback(capfd):
+    from click.testing import CliRunner
+
+    from ttscli.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--device", "cuda:1"])
+    logged = capfd.readouterr().err
+    assert result.exit_code == 1
+    assert "cuda:1" in result.output and "CUDA" in result.output
+    assert "Traceback" not in result.output + logged
 
 
 def test_ready_is_503_until_the_voice_is_warm():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import FiniteRange
+from .options import DeviceType, FiniteRange
 
 
 def _wyoming_uri(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -28,8 +28,9 @@ def _wyoming_uri(ctx: click.Context, param: click.Parameter, value: str | None) 
     "Default: NVIDIA's when installed, else the embedded ttscli-en.",
 )  # fmt: skip
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    envvar="TTSCLI_DEVICE", show_envvar=True, help="auto uses CUDA when available.",
+    "--device", type=DeviceType(), default="auto", show_default=True,
+    envvar="TTSCLI_DEVICE", show_envvar=True,
+    help="auto uses CUDA when available; cuda:N picks a GPU.",
 )  # fmt: skip
 @click.option(
     "--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",

@@ -131,6 +131,9 @@ class Scheduler:
         try:
             self._facts[self.engine.default_voice] = self.engine.facts(self.engine.default_voice)
             self.engine.warm_up(self.engine.default_voice)
+        except TTSError as exc:  # a user's mistake (no such GPU, a bad file): one line
+            self.failure = str(exc)
+            return
         except Exception as exc:  # noqa: BLE001 - reported by the server, which then stops
             log.exception("the default voice cannot be used")
             self.failure = str(exc) or type(exc).__name__
