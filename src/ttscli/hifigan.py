@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ttscli.denoiser import BiasDenoiser
 from ttscli.errors import ConfigError
+from ttscli.rows import WeightNormed, as_rows, rows_layout
 
 __all__ = ["CONFIG_KEYS", "Denoiser", "HiFiGAN", "HIFIGAN_V1_CONFIG", "vocode_by_length"]
 
@@ -43,7 +44,7 @@ HIFIGAN_V1_CONFIG: dict[str, Any] = {
 }
 
 
-class _Conv(nn.Module):
+class _Conv(WeightNormed):
     """A 1-d convolution (or transposed convolution) with optional weight norm (dim 0).
 
     Parameters are ``bias`` and ``weight`` [out, in, k] ([in, out, k] transposed), or
@@ -83,24 +84,7 @@ class _Conv(nn.Module):
             self.weight_g = nn.Parameter(norm)
             self.weight_v = nn.Parameter(weight)
         else:
-            self.weight = nn.Parameter(_rows_layout(weight))
-
-    @property
-    def has_weight_norm(self) -> bool:
-        return "weight_v" in self._parameters
-
-    def effective_weight(self) -> torch.Tensor:
-        if self.has_weight_norm:
-            return torch._weight_norm(self.weight_v, self.weight_g, 0)
-        return self.weight
-
-    def remove_weight_norm(self) -> None:
-        if self.has_weight_norm:
-            with torch.no_grad():
-                weight = torch._weight_norm(self.weight_v, self.weight_g, 0)
-            del self.weight_g
-            del self.weight_v
-            self.weight = nn.Parameter(_rows_layout(weight))
+            self.weight = nn.Parameter(rows_layout(weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, in, 1, L] -> [B, out, 1, L'] (channels-last in, channels-last out)
@@ -161,15 +145,6 @@ def _can_fuse(x: torch.Tensor) -> bool:
         and torch.backends.mkldnn.enabled
         and x.is_contiguous(memory_format=torch.channels_last)
     )
-
-
-def _rows_layout(weight: torch.Tensor) -> torch.Tensor:
-    """The same weight [a, b, k], stored so that ``weight.unsqueeze(2)`` is channels-last.
-
-    load_state_dict copies into it and ``.to()`` keeps its strides, so the convolutions find
-    their weights in oneDNN's layout instead of reordering them on every call.
-    """
-    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
 
 
 def _same_padding(kernel_size: int, dilation: int) -> int:
@@ -355,7 +330,7 @@ class HiFiGAN(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mel, T] -> audio [B, 1, T · hop_length]."""
-        x = mel.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [B, n_mel, 1, T]
+        x = as_rows(mel)  # [B, n_mel, 1, T]
         x = self.conv_pre(x)
         for up, blocks in zip(self.ups, self.resblocks, strict=True):
             x = up(F.leaky_relu_(x, _LRELU_SLOPE))

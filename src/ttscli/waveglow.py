@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ttscli.denoiser import BiasDenoiser
 from ttscli.errors import CheckpointError, SynthesisError
+from ttscli.rows import WeightNormed, as_rows
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -37,7 +38,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 _DENOISER_BIAS_FRAMES = 88
 
 
-class WeightNormConv1d(nn.Module):
+class WeightNormConv1d(WeightNormed):
     """Conv1d with weight = g · v / ‖v‖ per output channel (torch's weight_norm, dim 0).
 
     Parameters are registered as ``bias``, ``weight_g``, ``weight_v``, the keys and order of
@@ -64,28 +65,6 @@ class WeightNormConv1d(nn.Module):
         weight = plain.weight.detach()  # [out, in, kernel]
         self.weight_g = nn.Parameter(torch.linalg.vector_norm(weight, dim=(1, 2), keepdim=True))
         self.weight_v = nn.Parameter(weight.clone())
-
-    @property
-    def has_weight_norm(self) -> bool:
-        return "weight_v" in self._parameters
-
-    def effective_weight(self) -> torch.Tensor:
-        """The convolution weight [out, in, kernel]."""
-        if self.has_weight_norm:
-            return torch._weight_norm(self.weight_v, self.weight_g, 0)
-        return self.weight
-
-    def remove_weight_norm(self) -> WeightNormConv1d:
-        if self.has_weight_norm:
-            with torch.no_grad():
-                weight = torch._weight_norm(self.weight_v, self.weight_g, 0)
-            del self.weight_g
-            del self.weight_v
-            # stored so that weight.unsqueeze(2) is channels-last ([out, in, 1, k] with `in`
-            # fastest), the layout `forward_rows` convolves with: no reorder on every call
-            rows = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-            self.weight = nn.Parameter(rows.squeeze(2))
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, in, L] -> [B, out, L] (with "same" padding for odd kernels)
@@ -168,13 +147,6 @@ class Invertible1x1Conv(nn.Module):
     def reverse(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, c, L] -> W⁻¹ z [B, c, L]."""
         return F.conv1d(z, self.inverse_weight())
-
-
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, L] -> a channels-last view or copy [B, C, 1, L] (a 4-D input is returned as it is)."""
-    if x.dim() == 4:
-        return x
-    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
 class WN(nn.Module):

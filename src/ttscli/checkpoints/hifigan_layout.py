@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ttscli.errors import CheckpointError
+from ttscli.hifigan import CONFIG_KEYS
 
 from .kinds import ModelKind, StateDict, register
 from .weight_norm import fold_weight_norm
@@ -32,15 +33,6 @@ from .weight_norm import fold_weight_norm
 # jik876's release files (generator_v1, ...) and training checkpoints (g_02500000).
 GENERATOR_FILE_PATTERN = re.compile(r"^(generator_.+|g_\d+)$")
 CONFIG_FILE = "config.json"
-# The generator's constructor arguments in NVIDIA's and jik876's configs (other keys dropped).
-_CONFIG_KEYS = (
-    "resblock",
-    "upsample_rates",
-    "upsample_kernel_sizes",
-    "upsample_initial_channel",
-    "resblock_kernel_sizes",
-    "resblock_dilation_sizes",
-)
 
 
 def _recognises(sd: StateDict) -> bool:
@@ -100,10 +92,10 @@ def hifigan_state_dict_to_nested(
 
 def read_hifigan_config(config: dict[str, Any], sd: StateDict) -> dict[str, Any]:
     """The generator's constructor arguments from a NVIDIA or jik876 config (and its weights)."""
-    missing = [k for k in _CONFIG_KEYS if k not in config]
+    missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"the HiFi-GAN config lacks {', '.join(missing)}")
-    out = {k: config[k] for k in _CONFIG_KEYS}
+    out = {k: config[k] for k in CONFIG_KEYS}
     if "n_mel_channels" in config:
         out["n_mel_channels"] = config["n_mel_channels"]
     else:  # neither reference's config says it: conv_pre's input channels
