@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import json
 
 import pytest
@@ -102,3 +104,49 @@ def test_former_module_names_still_import():
     assert RayPool is NewRayPool
     pool = RayPool((None, None, None), None, RayOptions(), None, ".wav", name_of=str)
     assert isinstance(pool, Renderer)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test (a run started in the background of a
+    non-interactive shell inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_between_a_file_and_its_row_is_raised_after_the_row(
+    tmp_path, monkeypatch, ctrl_c_raises
+):
+    from ttscli.batch import runner
+
+    real_write = runner.write_audio_atomic
+
+    def write_then_ctrl_c(path, audio, sample_rate):
+        real_write(path, audio, sample_rate)
+        os.kill(os.getpid(), signal.SIGINT)  # the file exists, its row is not written yet
+
+    monkeypatch.setattr(runner, "write_audio_atomic", write_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(Synthesizer(make_voice()), items(b"first\nsecond\n"), tmp_path)
+    assert [(r["id"], r["status"]) for r in rows(tmp_path)] == [("000001", "ok")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000001.wav", "manifest.jsonl"]
+    monkeypatch.setattr(runner, "write_audio_atomic", real_write)
+    again = run_batch(Synthesizer(make_voice()), items(b"first\nsecond\n"), tmp_path)
+    assert (again.done_before, again.ok) == (1, 1)  # resume trusts the recorded line
+
+
+def test_interrupts_deferred_raises_once_at_the_end_and_restores_the_handler(ctrl_c_raises):
+    from ttscli.interrupts import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("block finished")
+    assert done == ["block finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_deferred():  # no Ctrl-C: nothing raised
+        done.append("quiet")
+    assert done[-1] == "quiet"

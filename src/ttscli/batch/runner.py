@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TTSError
+from ..interrupts import interrupts_deferred
 from ..rendering import FLUSH, Renderer, Result
 from .files import audio_path, clean_leftovers, write_audio_atomic
 from .inputs import InputItem
@@ -131,6 +132,12 @@ class BatchRunner:
             self._progress(item)
 
     def _record_result(self, result: Result) -> None:
+        # the audio file and its row land together: a Ctrl-C between them would leave a file
+        # the manifest does not know, so it is raised once the row is written
+        with interrupts_deferred():
+            self._record_result_whole(result)
+
+    def _record_result_whole(self, result: Result) -> None:
         item: InputItem = result.id
         error = result.error
         if not error:
