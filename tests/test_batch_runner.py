@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
-import json
 
 import pytest
 import soundfile
