@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ttscli.errors import SynthesisError
+from ttscli.pausing import pause_point
 
 __all__ = [
     "FILTER_LENGTH",
@@ -467,6 +468,7 @@ class GriffinLim:
         extrapolation = self.momentum / (1.0 + self.momentum)
         previous = None
         for _ in range(self.n_iter):
+            pause_point()  # a more urgent render on another thread may go first
             rebuilt = self._stft(self._istft(spec, window, divisor), window)
             if previous is None or extrapolation == 0.0:
                 target = spec  # reuse the buffer: spec is recomputed below

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ttscli.errors import SynthesisError, TextError
+from ttscli.pausing import pause_point
 from ttscli.tacotron2.fused_lstm import (
     OverlappedMatmuls,
     PooledMatmuls,
@@ -294,7 +295,7 @@ class DecoderInference:
             lstm = run.lstm_matmuls(att_w, dec_w, kind, pool_threads)
             try:
                 while not run.step(lstm):
-                    pass
+                    pause_point()  # a more urgent render on another thread may go first
             finally:
                 lstm.close()
             return run.outputs()
