@@ -294,3 +294,34 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(server):
     assert len(audio) / 24000 > 5.0  # all five sentences came (over a second each)
     assert server.process.wait(60) == 0
     assert "Traceback" not in server.log()
+
+
+def test_two_render_threads_under_load_keep_seeded_audio_and_streams_whole(
+    tmp_path_factory, reference
+):
+    audio, _ = reference  # from the one-thread server
+    running = RunningServer(tmp_path_factory.mktemp("two"), "--render-threads", "2")
+    try:
+        answers = {}
+
+        def ask(name, payload):
+            url = f"{running.url}/v1/audio/speech"
+            answers[name] = httpx.post(url, json=payload, timeout=120)
+
+        jobs = {f"whole{n}": {"input": f"Request {n} is rendered. It has two parts."}
+                for n in range(4)}  # fmt: skip
+        jobs |= {f"streamed{n}": {"input": FIVE, "response_format": "pcm",
+                                  "stream_format": "audio"} for n in range(2)}  # fmt: skip
+        jobs["seeded"] = {"input": SENTENCE, "response_format": "wav", "seed": SEED}
+        threads = [threading.Thread(target=ask, args=item) for item in jobs.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {name: a.status_code for name, a in answers.items()} == dict.fromkeys(jobs, 200)
+        loaded, _ = decode(answers["seeded"].content, "wav")
+        assert loaded.tobytes() == audio.tobytes()
+        five, rate = decode(answers["streamed0"].content, "pcm")
+        assert 6.0 < len(five) / rate < 20.0  # five sentences, none lost to interruptions
+    finally:
+        running.stop()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ttscli.errors import TextError
+from ttscli.pausing import pause_point
 from ttscli.serve.engine import Rendered, VoiceFacts
 from ttscli.serve.scheduler import Job, QueueFull, Scheduler
 
@@ -16,7 +17,9 @@ RATE = 1000
 
 
 class RecordingEngine:
-    """Splits at '|', renders each piece as len(text) ms of audio; `gate` holds batches."""
+    """Splits at '|', renders each piece as len(text) ms of audio; `gate` holds batches, which
+    wait for it step by step, with a pause point at each step as a decoder has (a render
+    within a render, an interruption, is not held)."""
 
     default_voice = "v"
 
@@ -26,11 +29,17 @@ class RecordingEngine:
         self.gate = threading.Event()
         self.gate.set()
         self.rendering = threading.Event()
+        self.lanes: list[int] = []
+        self.active = 0
+        self.seeded_running = False
+        self.seeded_beside: list[int] = []  # per seeded render: others under way (-1: began after)
+        self._lock = threading.Lock()
+        self._thread = threading.local()
 
     def facts(self, name):
         return VoiceFacts(name, RATE, self.batch_size, 0.0, 100, "dle")
 
-    def warm_up(self, name):
+    def warm_up(self, name, lane=0):
         pass
 
     def split(self, text, facts):
@@ -39,10 +48,26 @@ class RecordingEngine:
             raise TextError("nothing to say")
         return pieces
 
-    def render(self, name, texts, speed, seed):
+    def render(self, name, texts, speed, seed, lane=0):
+        with self._lock:
+            self.active += 1
+            if seed is not None:
+                self.seeded_beside.append(self.active - 1)  # other renders under way
+            elif self.seeded_running:
+                self.seeded_beside.append(-1)
+            self.seeded_running = self.seeded_running or seed is not None
         self.rendering.set()
-        self.gate.wait(10)
-        self.batches.append((list(texts), seed))
+        deadline = time.monotonic() + 10
+        nested = getattr(self._thread, "inside", False)  # an interruption: not held
+        self._thread.inside = True
+        while not nested and not self.gate.wait(0.002) and time.monotonic() < deadline:
+            pause_point()  # a decoder step
+        self._thread.inside = nested
+        with self._lock:
+            self.active -= 1
+            self.seeded_running = self.seeded_running and seed is None
+            self.batches.append((list(texts), seed))
+            self.lanes.append(lane)
         return [Rendered(np.zeros(len(t), np.float32)) for t in texts]
 
 
@@ -80,26 +105,29 @@ def _job(text, seed=None, **kwargs):
     return Job(voice="v", text=text, emit=collector, seed=seed, **kwargs), collector
 
 
-def _hold(engine, scheduler):
-    """Keep the scheduler busy rendering a blocker batch until engine.gate is set."""
+def _hold(engine, scheduler, seed=None):
+    """Keep the scheduler busy rendering a blocker batch until engine.gate is set (a seeded
+    one is not interrupted)."""
     engine.gate.clear()
     engine.rendering.clear()
-    job, _ = _job("blocker")
+    job, _ = _job("blocker", seed=seed)
     scheduler.submit(job)
     assert engine.rendering.wait(5)
     return job
 
 
-def test_first_sentences_go_first(engine, scheduler):
-    _hold(engine, scheduler)
-    long_job, long_out = _job("a" * 40 + "|" + "b" * 40 + "|" + "c" * 5 + "|" + "d" * 38)
-    short_job, short_out = _job("e" * 6 + "|" + "f" * 7)
-    scheduler.submit(long_job)
-    scheduler.submit(short_job)
+def test_streamed_first_sentences_go_first_and_alone(engine, scheduler):
+    _hold(engine, scheduler, seed=1)
+    whole, whole_out = _job("w" * 10 + "|" + "x" * 10)
+    long_job, long_out = _job("a" * 40 + "|" + "b" * 40 + "|" + "c" * 5, streamed=True)
+    short_job, short_out = _job("e" * 6 + "|" + "f" * 7, streamed=True)
+    for job in (whole, long_job, short_job):
+        scheduler.submit(job)
     time.sleep(0.05)
     engine.gate.set()
-    assert long_out.done.wait(5) and short_out.done.wait(5)
-    assert engine.batches[1][0] == ["a" * 40, "e" * 6]  # each request's first sentence alone
+    assert all(out.done.wait(5) for out in (whole_out, long_out, short_out))
+    # the streamed requests' first sentences together, before anything else
+    assert engine.batches[1] == (["a" * 40, "e" * 6], None)
 
 
 def test_similar_lengths_are_batched_together():
@@ -108,23 +136,23 @@ def test_similar_lengths_are_batched_together():
     scheduler.start()
     try:
         _hold(engine, scheduler)
-        jobs = [_job(text) for text in ("a" * 5 + "|" + "a" * 40, "b" * 6 + "|" + "b" * 38,
-                                        "c" * 7 + "|" + "c" * 6)]  # fmt: skip
+        jobs = [_job(text) for text in ("a" * 40 + "|" + "a" * 5, "b" * 6 + "|" + "b" * 38,
+                                        "c" * 7)]  # fmt: skip
         for job, _ in jobs:
             scheduler.submit(job)
         time.sleep(0.05)
         engine.gate.set()
         assert all(out.done.wait(5) for _, out in jobs)
         batches = [texts for texts, _ in engine.batches[1:]]
-        assert batches[:2] == [["a" * 5, "b" * 6], ["c" * 7]]  # first sentences, oldest first
-        assert batches[2] == ["a" * 40, "b" * 38] and batches[3] == ["c" * 6]
+        # the oldest request's first piece leads, with the piece closest to it in length
+        assert batches == [["a" * 40, "b" * 38], ["a" * 5, "b" * 6], ["c" * 7]]
     finally:
         engine.gate.set()
         scheduler.stop(timeout=10)
 
 
-def test_a_request_gets_more_pieces_per_batch_as_it_goes(engine, scheduler):
-    job, out = _job("|".join(f"p{n}" for n in range(7)))
+def test_a_streamed_request_gets_more_pieces_per_batch_as_it_goes(engine, scheduler):
+    job, out = _job("|".join(f"p{n}" for n in range(7)), streamed=True)
     scheduler.submit(job)
     assert out.done.wait(5)
     assert [texts for texts, _ in engine.batches[-4:]] == [
@@ -133,6 +161,13 @@ def test_a_request_gets_more_pieces_per_batch_as_it_goes(engine, scheduler):
         ["p2", "p3"],
         ["p4", "p5", "p6"],
     ]
+
+
+def test_a_whole_request_fills_batches_at_once(engine, scheduler):
+    job, out = _job("|".join(f"p{n}" for n in range(6)))
+    scheduler.submit(job)
+    assert out.done.wait(5)
+    assert [texts for texts, _ in engine.batches[-2:]] == [["p0", "p1", "p2", "p3"], ["p4", "p5"]]
 
 
 def test_pieces_come_back_with_their_index_and_audio(engine, scheduler):
@@ -154,6 +189,55 @@ def test_a_batch_waits_briefly_for_more_pieces(engine, scheduler):
     assert engine.batches[-1][0] == ["one", "two"]
 
 
+def test_after_a_batch_the_next_waits_for_the_requests_its_answers_bring():
+    engine = RecordingEngine()
+    scheduler = Scheduler(engine, batch_wait_seconds=0.3)
+    scheduler.start()
+    try:
+        _hold(engine, scheduler)
+        early, early_out = _job("early")  # waits through the blocker: older than 0.3 s
+        scheduler.submit(early)
+        time.sleep(0.35)
+        engine.gate.set()
+        time.sleep(0.05)  # the blocker's answer came back; a client sends its next text
+        late, late_out = _job("late")
+        scheduler.submit(late)
+        assert early_out.done.wait(5) and late_out.done.wait(5)
+        assert engine.batches[-1][0] == ["early", "late"]
+    finally:
+        engine.gate.set()
+        scheduler.stop(timeout=10)
+
+
+def test_a_streamed_first_sentence_does_not_wait_for_the_batch_in_progress(engine, scheduler):
+    _hold(engine, scheduler)
+    streamed, out = _job("first|second", streamed=True)
+    scheduler.submit(streamed)
+    first_piece = lambda: [e for e in out.events if e[0] == "piece"]  # noqa: E731
+    deadline = time.monotonic() + 5
+    while not first_piece() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [e[1] for e in first_piece()] == [0]  # rendered between the blocker's steps
+    assert not any(texts == ["blocker"] for texts, _ in engine.batches)  # still going
+    engine.gate.set()
+    assert out.done.wait(5)
+    assert engine.lanes[0] == 1 and engine.batches[0][0] == ["first"]  # the interruption lane
+
+
+def test_a_seeded_batch_is_never_interrupted(engine, scheduler):
+    engine.gate.clear()
+    seeded, out = _job("s1|s2", seed=3)
+    scheduler.submit(seeded)
+    assert engine.rendering.wait(5)
+    streamed, streamed_out = _job("now", streamed=True)
+    scheduler.submit(streamed)
+    time.sleep(0.1)
+    assert not [e for e in streamed_out.events if e[0] == "piece"]
+    engine.gate.set()
+    assert out.done.wait(5) and streamed_out.done.wait(5)
+    assert [texts for texts, _ in engine.batches] == [["s1", "s2"], ["now"]]
+
+
 def test_a_seeded_job_is_batched_alone(engine, scheduler):
     _hold(engine, scheduler)
     seeded, out = _job("s1|s2|s3", seed=4)
@@ -166,7 +250,31 @@ def test_a_seeded_job_is_batched_alone(engine, scheduler):
     for texts, seed in engine.batches[1:]:
         kinds = {t[0] for t in texts}
         assert kinds == {"s"} and seed == 4 or kinds == {"o"} and seed is None, (texts, seed)
-    assert (["s1"], 4) in engine.batches and (["s2"], 4) in engine.batches
+    assert (["s1", "s2", "s3"], 4) in engine.batches
+
+
+def test_two_render_threads_share_the_work_and_a_seeded_batch_renders_alone():
+    engine = RecordingEngine(batch_size=4)  # 2 pieces per batch on each of 2 threads
+    scheduler = Scheduler(engine, workers=2)
+    scheduler.start()
+    try:
+        assert scheduler.ready.wait(5)
+        engine.gate.clear()
+        jobs = [_job(f"a{n}|b{n}|c{n}") for n in range(4)]
+        jobs.append(_job("s1|s2", seed=9))
+        jobs += [_job(f"d{n}|e{n}") for n in range(4)]
+        for job, _ in jobs:
+            scheduler.submit(job)
+        time.sleep(0.1)
+        assert engine.active == 2  # both threads render at once
+        engine.gate.set()
+        assert all(out.done.wait(10) for _, out in jobs)
+        assert {0, 1} <= set(engine.lanes)
+        assert max(len(texts) for texts, _ in engine.batches) == 2
+        assert engine.seeded_beside == [0]  # nothing rendered beside the seeded batch
+    finally:
+        engine.gate.set()
+        scheduler.stop(timeout=10)
 
 
 def test_a_cancelled_job_frees_its_queued_pieces(engine, scheduler):

@@ -39,7 +39,14 @@ def _wyoming_uri(ctx: click.Context, param: click.Parameter, value: str | None) 
 )  # fmt: skip
 @click.option(
     "--batch-size", type=click.IntRange(min=1), envvar="TTSCLI_BATCH_SIZE", show_envvar=True,
-    help="Sentences rendered together, from all requests. Default: the voice's.",
+    help="Sentences rendered together, from all requests, shared among the render threads. "
+    "Default: the voice's.",
+)  # fmt: skip
+@click.option(
+    "--render-threads", type=click.IntRange(min=1), default=1, show_default=True,
+    envvar="TTSCLI_RENDER_THREADS", show_envvar=True, metavar="N",
+    help="Batches rendered at once, each on its own thread with its share of torch's threads "
+    "and of the batch size.",
 )  # fmt: skip
 @click.option(
     "--api-key", envvar="TTSCLI_API_KEY", show_envvar=True, metavar="KEY",

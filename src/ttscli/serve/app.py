@@ -149,7 +149,10 @@ class _Service:
 
     # -- answers --------------------------------------------------------------------------------
     async def _answer(self, request: Request, spoken) -> Response:
-        speech = Speech(self.scheduler, spoken, self.settings.timeout_seconds, self.metrics)
+        speech = Speech(
+            self.scheduler, spoken, self.settings.timeout_seconds, self.metrics,
+            streamed=spoken.stream_format is not None,
+        )  # fmt: skip
         await speech.start()
         watcher = asyncio.create_task(_cancel_on_disconnect(request, speech))
         rate = output_rate_hz(spoken.response_format, speech.sample_rate)

@@ -1,7 +1,8 @@
 """The server's one door into the ttscli library: voices, sentence pieces and batch rendering.
 
 Everything else in ttscli.serve reaches models only through an Engine, from the scheduler's
-thread; switching to newer library APIs means changing this module alone.
+render threads (each its own lane: a Synthesizer of its own on the shared voice); switching to
+newer library APIs means changing this module alone.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +26,21 @@ OPENAI_VOICES = frozenset(
 # numbers, symbols and abbreviations: the text front end's first use of each is slow (seconds)
 WARM_UP_TEXT = "Dr. Smith paid $3.50 on May 2nd, 1984, at 10:30 - 25% more than Mr. Jones."
 VOICE_LIST_SECONDS = 10.0  # how long the list of installed voices is trusted
+
+
+class RenderPlan(NamedTuple):
+    """How the server renders: batches at once (one render thread each), torch threads each."""
+
+    workers: int
+    torch_threads: int
+
+
+def plan_rendering(requested: int | None, cpu_threads: int) -> RenderPlan:
+    """The render threads (one by default) of a server with `cpu_threads` torch threads,
+    which they share out. One thread with all of them renders fuller batches than two with
+    half each, which is what this small model's throughput depends on (see docs/serve.md)."""
+    workers = max(1, requested or 1)
+    return RenderPlan(workers, max(1, cpu_threads // workers))
 
 
 @dataclass(frozen=True)
@@ -63,9 +80,9 @@ class Engine:
         self.precision = precision
         self.batch_size = batch_size
         self._voices: dict[str, object] = {}  # name -> ttscli Voice
-        self._synths: dict[tuple[str, float], object] = {}  # (name, speed) -> Synthesizer
+        self._synths: dict[tuple[str, float, int], object] = {}  # (name, speed, lane) -> one
         self._installed: tuple[float, list[str]] = (-1e9, [])
-        self._lock = threading.Lock()  # voice loading (scheduler) vs. listing (event loop)
+        self._lock = threading.Lock()  # voice loading and the synthesizers' cache, among threads
 
     # -- names (any thread) ---------------------------------------------------------------------
     def installed_voices(self) -> list[str]:
@@ -92,7 +109,7 @@ class Engine:
             f"(OpenAI's names such as 'alloy' mean {self.default_voice!r})"
         )
 
-    # -- loaded voices (the scheduler's thread) -------------------------------------------------
+    # -- loaded voices (the scheduler's render threads) -----------------------------------------
     def facts(self, name: str) -> VoiceFacts:
         """Facts about a voice, loading it first when needed."""
         synth = self._synthesizer(name, 1.0)
@@ -106,14 +123,17 @@ class Engine:
             frontend=voice.frontend,
         )
 
-    def warm_up(self, name: str) -> None:
-        """Load a voice and render a short text once (first calls are slow)."""
-        self.render(name, [WARM_UP_TEXT], speed=1.0, seed=None)
+    def warm_up(self, name: str, lane: int = 0) -> None:
+        """Load a voice and render a short text once on a lane (first calls are slow)."""
+        self.render(name, [WARM_UP_TEXT], speed=1.0, seed=None, lane=lane)
 
-    def render(self, name: str, texts: list[str], speed: float, seed: int | None) -> list[Rendered]:
-        """Render texts together (one batch when they fit the batch size); with a seed, the
-        same texts give the same audio whatever was rendered before."""
-        synth = self._synthesizer(name, speed, seed)
+    def render(
+        self, name: str, texts: list[str], speed: float, seed: int | None, lane: int = 0
+    ) -> list[Rendered]:
+        """Render texts together (one batch when they fit the batch size) on a render thread's
+        lane; with a seed, the same texts give the same audio whatever was rendered before
+        (while no other lane renders: unseeded draws share torch's global generator)."""
+        synth = self._synthesizer(name, speed, seed, lane)
         out = []
         for result in synth.stream(list(enumerate(texts))):
             out.append(Rendered(result.audio, result.error))
@@ -146,11 +166,12 @@ class Engine:
         return clean_text(text, frontend)
 
     # -- internals ------------------------------------------------------------------------------
-    def _synthesizer(self, name: str, speed: float, seed: int | None = None):
+    def _synthesizer(self, name: str, speed: float, seed: int | None = None, lane: int = 0):
         from ..synthesizer import SynthesisConfig, Synthesizer
 
-        if seed is None and (name, speed) in self._synths:
-            return self._synths[(name, speed)]
+        key = (name, speed, lane)
+        if seed is None and key in self._synths:
+            return self._synths[key]
         voice = self._voice(name)
         config = SynthesisConfig(
             device=self.device,
@@ -161,9 +182,10 @@ class Engine:
         )
         synth = Synthesizer(voice, config)
         if seed is None:
-            if len(self._synths) > 64:  # many distinct speeds: forget the oldest
-                self._synths.pop(next(iter(self._synths)))
-            self._synths[(name, speed)] = synth
+            with self._lock:  # render threads add theirs at the same time
+                if len(self._synths) > 64:  # many distinct speeds: forget the oldest
+                    self._synths.pop(next(iter(self._synths)))
+                self._synths[key] = synth
         return synth
 
     def _voice(self, name: str):

@@ -24,6 +24,7 @@ class ServeOptions:
     device: str | None = None
     precision: str | None = None
     batch_size: int | None = None
+    render_threads: int | None = None  # None: engine.plan_rendering decides
     api_key: str | None = None
     cors_origins: list[str] = field(default_factory=list)
     max_queue: int = 64
@@ -35,14 +36,17 @@ class ServeOptions:
 def serve(options: ServeOptions, announce=print) -> int:
     """Serve until SIGTERM or Ctrl-C; the exit status (0 after a drain, 1 when the default
     voice cannot be used). `announce` receives the line giving the URL once it is ready."""
+    import torch
     import uvicorn
 
     from .app import Settings, build_app
-    from .engine import Engine
+    from .engine import Engine, plan_rendering
     from .scheduler import Scheduler
 
+    plan = plan_rendering(options.render_threads, torch.get_num_threads())
+    torch.set_num_threads(plan.torch_threads)  # this process is the server's: so are its threads
     engine = Engine(options.voice, options.device, options.precision, options.batch_size)
-    scheduler = Scheduler(engine, max_queue=options.max_queue)
+    scheduler = Scheduler(engine, max_queue=options.max_queue, workers=plan.workers)
     settings = Settings(
         api_key=options.api_key,
         cors_origins=list(options.cors_origins),

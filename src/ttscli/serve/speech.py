@@ -29,7 +29,8 @@ class Chunk:
 
 
 class Speech:
-    """One request's audio: submit it, then iterate its chunks in order."""
+    """One request's audio: submit it, then iterate its chunks in order (`streamed`: the client
+    plays them as they come, so the scheduler renders its first sentence first)."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class Speech:
         request: SpeechRequest,
         timeout_seconds: float,
         metrics: Metrics | None = None,
+        streamed: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.request = request
@@ -58,6 +60,7 @@ class Speech:
             speed=request.speed,
             seed=request.seed,
             deadline=self.deadline,
+            streamed=streamed,
         )
         self.sample_rate = 0
         self.count = 0

@@ -116,7 +116,7 @@ class _Handler(_handler_base()):
                 check_text(text, self.options.max_chars, "text")
                 speech = Speech(
                     self.scheduler, SpeechRequest(text=text, voice=voice),
-                    self.options.timeout_seconds, self.scheduler.metrics,
+                    self.options.timeout_seconds, self.scheduler.metrics, streamed=True,
                 )  # fmt: skip
                 await speech.start()
                 rate = speech.sample_rate
