@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -31,6 +32,7 @@ REQUESTS_PER_CLIENT = 20
 SEED = 42
 MAX_QUEUE = 16
 BURST = 48  # requests sent at once to see the queue refuse them
+PROBE_INTERVAL_SECONDS = 1.0  # the 9th client's requests: one per interval
 
 
 def requests_for(count: int, salt: int) -> list[str]:
@@ -53,8 +55,11 @@ def bench_serve(quick: bool = False) -> dict:
     loads = [requests_for(per_client, salt) for salt in range(CLIENTS)]
     figures = {"clients": CLIENTS, "requests_per_client": per_client}
     figures["library_audio_s_per_s"] = _library_rate([t for texts in loads for t in texts])
-    with _Server(["--max-queue", str(MAX_QUEUE)]) as url:
+    server = _Server(["--max-queue", str(MAX_QUEUE)])
+    with server as url:
         figures.update(asyncio.run(_load(url, loads)))
+    if figures["errors"] or server.logged_errors:
+        figures["server_log_errors"] = server.logged_errors or "none"
     figures["server_vs_library"] = figures["load_audio_s_per_s"] / figures["library_audio_s_per_s"]
     figures["server_vs_single_client"] = (
         figures["load_audio_s_per_s"] / figures["single_client_audio_s_per_s"]
@@ -87,6 +92,7 @@ class _Server:
         command = [sys.executable, "-m", "ttscli.cli", "serve", "--port", "0"]
         command += ["--voice", "ttscli-en", *self.args]
         self.log = tempfile.TemporaryFile()
+        self.logged_errors = ""
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
         )
@@ -100,6 +106,9 @@ class _Server:
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         self.process.wait(120)
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").splitlines()
+        self.logged_errors = " | ".join(line for line in lines if "Error" in line)[-1000:]
         self.log.close()
 
 
@@ -115,7 +124,9 @@ async def _load(url: str, loads: list[list[str]]) -> dict:
         seeded_loaded = asyncio.create_task(_later(_seeded(http), 1.0))
         load_rate, errors = await _clients(http, loads)
         stop.set()
-        first_audio = await ninth
+        probes = await ninth
+        first_audio = [first for first in probes if isinstance(first, float)]
+        errors += [f"{status} (a streamed request)" for status in probes if isinstance(status, int)]
         loaded = await seeded_loaded
         identical = isinstance(loaded, bytes) and loaded == seeded_alone
         if not isinstance(loaded, bytes) or not isinstance(seeded_alone, bytes):
@@ -124,7 +135,8 @@ async def _load(url: str, loads: list[list[str]]) -> dict:
     return {
         "single_client_audio_s_per_s": single_rate,
         "load_audio_s_per_s": load_rate,
-        "errors": errors + burst_errors,
+        "errors": len(errors + burst_errors),
+        "error_examples": "; ".join(sorted(set(errors + burst_errors))[:3]) or "none",
         "ninth_client_first_audio_median_s": statistics.median(first_audio or [float("nan")]),
         "ninth_client_requests": len(first_audio),
         "burst_requests": BURST,
@@ -134,17 +146,17 @@ async def _load(url: str, loads: list[list[str]]) -> dict:
     }
 
 
-async def _clients(http, loads: list[list[str]]) -> tuple[float, int]:
-    """Audio seconds per second of clients each sending its texts one after another."""
-    errors = 0
+async def _clients(http, loads: list[list[str]]) -> tuple[float, list[str]]:
+    """Audio seconds per second of clients each sending its texts one after another, and
+    what each failed request answered."""
+    errors: list[str] = []
 
     async def client(texts: list[str]) -> float:
-        nonlocal errors
         seconds = 0.0
         for text in texts:
             answer = await http.post("/v1/audio/speech", json={"input": text})
             if answer.status_code != 200:
-                errors += 1
+                errors.append(f"{answer.status_code} {answer.text[:160]}")
                 continue
             seconds += float(answer.headers["x-audio-seconds"])
         return seconds
@@ -154,23 +166,31 @@ async def _clients(http, loads: list[list[str]]) -> tuple[float, int]:
     return audio_seconds / (time.perf_counter() - started), errors
 
 
-async def _streaming_client(http, stop: asyncio.Event) -> list[float]:
-    """Streamed requests one after another until `stop`: each one's time to first audio."""
-    firsts = []
+async def _streaming_client(http, stop: asyncio.Event) -> list[float | int]:
+    """A streamed request every PROBE_INTERVAL_SECONDS until `stop`: each one's time to first
+    audio, or its status when it failed. Open loop, as latency probes are: a client that asked
+    again as soon as it was answered would load the server the more, the faster it was
+    answered; one that waited for its audio to be played would ask only a few times."""
     texts = requests_for(1000, salt=99)
-    for text in texts:
-        if stop.is_set():
-            break
+
+    async def probe(text: str) -> float | int:
         body = {"input": text, "response_format": "pcm", "stream_format": "audio"}
         started = time.perf_counter()
+        first = None
         async with http.stream("POST", "/v1/audio/speech", json=body) as answer:
-            first = None
             async for chunk in answer.aiter_raw():
                 if chunk and first is None:
                     first = time.perf_counter() - started
-        if answer.status_code == 200 and first is not None:
-            firsts.append(first)
-    return firsts
+        return first if answer.status_code == 200 and first is not None else answer.status_code
+
+    probes = []
+    for text in texts:
+        probes.append(asyncio.create_task(probe(text)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PROBE_INTERVAL_SECONDS)
+        if stop.is_set():
+            break
+    return await asyncio.gather(*probes)
 
 
 async def _seeded(http) -> bytes | int:
@@ -185,15 +205,15 @@ async def _later(coroutine, seconds: float):
     return await coroutine
 
 
-async def _burst(http) -> tuple[int, float, int]:
+async def _burst(http) -> tuple[int, float, list[str]]:
     """BURST requests at once: how many were refused (429), the slowest refusal, errors."""
 
-    async def one() -> tuple[int, float]:
+    async def one() -> tuple[int, float, str]:
         started = time.perf_counter()
         answer = await http.post("/v1/audio/speech", json={"input": SENTENCES[2]})
-        return answer.status_code, time.perf_counter() - started
+        return answer.status_code, time.perf_counter() - started, answer.text[:160]
 
     answers = await asyncio.gather(*(one() for _ in range(BURST)))
-    refused = [seconds for status, seconds in answers if status == 429]
-    errors = sum(status not in (200, 429) for status, _ in answers)
+    refused = [seconds for status, seconds, _ in answers if status == 429]
+    errors = [f"{status} {text}" for status, _, text in answers if status not in (200, 429)]
     return len(refused), max(refused, default=0.0), errors
