@@ -83,6 +83,11 @@ class Engine:
         self._synths: dict[tuple[str, float, int], object] = {}  # (name, speed, lane) -> one
         self._installed: tuple[float, list[str]] = (-1e9, [])
         self._lock = threading.Lock()  # voice loading and the synthesizers' cache, among threads
+        import torch
+
+        # every render runs with the count the server set, also one that interrupts a decoder
+        # loop (which runs on one thread between its matmuls)
+        self._torch_threads = torch.get_num_threads()
 
     # -- names (any thread) ---------------------------------------------------------------------
     def installed_voices(self) -> list[str]:
@@ -133,11 +138,12 @@ class Engine:
         """Render texts together (one batch when they fit the batch size) on a render thread's
         lane; with a seed, the same texts give the same audio whatever was rendered before
         (while no other lane renders: unseeded draws share torch's global generator)."""
+        from ..threads import intra_op_threads
+
         synth = self._synthesizer(name, speed, seed, lane)
-        out = []
-        for result in synth.stream(list(enumerate(texts))):
-            out.append(Rendered(result.audio, result.error))
-        return out
+        with intra_op_threads(self._torch_threads):
+            results = list(synth.stream(list(enumerate(texts))))
+        return [Rendered(result.audio, result.error) for result in results]
 
     # -- text (any thread) ----------------------------------------------------------------------
     def split(self, text: str, facts: VoiceFacts) -> list[str]:
