@@ -318,7 +318,8 @@ def test_two_render_threads_under_load_keep_seeded_audio_and_streams_whole(
             thread.start()
         for thread in threads:
             thread.join()
-        assert {name: a.status_code for name, a in answers.items()} == dict.fromkeys(jobs, 200)
+        statuses = {name: a.status_code for name, a in answers.items()}
+        assert statuses == dict.fromkeys(jobs, 200), running.log()[-3000:]
         loaded, _ = decode(answers["seeded"].content, "wav")
         assert loaded.tobytes() == audio.tobytes()
         five, rate = decode(answers["streamed0"].content, "pcm")

@@ -142,3 +142,21 @@ def test_decode_calls_from_two_threads_on_one_model_each_get_their_own_result():
         assert torch.equal(got.mel_lengths, wanted.mel_lengths)
         assert torch.equal(got.alignments, wanted.alignments)
         assert torch.equal(got.hit_max_steps, wanted.hit_max_steps)
+
+
+def test_a_model_already_in_place_is_not_moved_again(monkeypatch):
+    """.to() rewrites every parameter's .data and an LSTM's weight list even when nothing
+    changes, which another thread rendering with the same model may be reading (an LSTM's
+    forward then failed with ValueError): a synthesizer leaves a model in place alone."""
+    model = tiny_tacotron2(5)
+    voice = tiny_voice(model)
+    Synthesizer(voice).synthesize(TEXT)  # placed once
+    moves = []
+    real_to = model.to
+    monkeypatch.setattr(model, "to", lambda *a, **k: moves.append((a, k)) or real_to(*a, **k))
+    second = Synthesizer(voice)
+    second.synthesize(TEXT)
+    assert moves == []
+    real_to(torch.float64)  # elsewhere, out of place: put back
+    Synthesizer(voice).synthesize(TEXT)
+    assert len(moves) == 1 and next(model.parameters()).dtype == torch.float32

@@ -102,6 +102,18 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def _placed(weight: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a model whose first weight is `weight` already is on `device` in `dtype`
+    ("cuda" means the current GPU)."""
+    index = device.index
+    if device.type == "cuda" and index is None:
+        index = torch.cuda.current_device()
+    same_device = weight.device.type == device.type and (
+        device.type != "cuda" or weight.device.index == index
+    )
+    return same_device and weight.dtype == dtype
+
+
 def _to_peak(audio: np.ndarray) -> np.ndarray:
     """float32 audio scaled so that its peak is PEAK (silence stays silence)."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
@@ -255,7 +267,13 @@ class Synthesizer:
     def _place_models(self) -> None:
         """The voice's models on this synthesizer's device and dtypes (another synthesizer
         sharing the voice may have moved them; a no-op when they are in place)."""
-        self.voice.tacotron2.to(device=self.device, dtype=self.taco_dtype).eval()
+        taco = self.voice.tacotron2
+        if not _placed(next(taco.parameters()), self.device, self.taco_dtype):
+            # not when in place: .to() rewrites every parameter's .data and an LSTM's weight
+            # list, which another thread rendering with the same model may be reading
+            taco.to(device=self.device, dtype=self.taco_dtype)
+        if taco.training:
+            taco.eval()
         self.voice.vocoder.to(self.device, self.vocoder_dtype)
 
     def _seeded_states(self, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
