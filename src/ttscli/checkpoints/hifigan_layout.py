@@ -22,13 +22,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ttscli.errors import CheckpointError
 from ttscli.hifigan import CONFIG_KEYS
 
 from .kinds import ModelKind, StateDict, register
-from .weight_norm import fold_weight_norm
+from .weight_norm import fold_weight_norm, folded_state_dict
 
 # jik876's release files (generator_v1, ...) and training checkpoints (g_02500000).
 GENERATOR_FILE_PATTERN = re.compile(r"^(generator_.+|g_\d+)$")
@@ -142,10 +140,6 @@ def _describe(ckpt: Any) -> dict[str, Any]:
     }
 
 
-def _saved_weights(model: torch.nn.Module) -> StateDict:
-    return fold_weight_norm(model.state_dict())
-
-
 HIFIGAN = register(
     ModelKind(
         name="hifigan",
@@ -155,8 +149,8 @@ HIFIGAN = register(
         config_from_state_dict=_config_from_shapes,
         config_marker="upsample_rates",
         to_dle=hifigan_state_dict_to_nested,
-        loadable_weights=lambda sd, dims: fold_weight_norm(sd, dims),
-        saved_weights=_saved_weights,
+        loadable_weights=fold_weight_norm,
+        saved_weights=folded_state_dict,
         save_extras=(("weight_norm_removed", True),),
         describe=_describe,
         weights_key="generator",

@@ -12,7 +12,7 @@ from ttscli.errors import CheckpointError
 
 from .kinds import ModelKind, StateDict, register
 from .weight_norm import effective_weight as _effective_weight
-from .weight_norm import fold_weight_norm
+from .weight_norm import fold_weight_norm, folded_state_dict
 
 
 def _count(sd: dict[str, Any], template: str) -> int:
@@ -229,7 +229,7 @@ WAVEGLOW = register(
         # weights load in float32 with weight norm folded; the model computes its inverses itself
         prepare_model=lambda model: model.remove_weightnorm(),
         loadable_weights=fold_weight_norm,
-        saved_weights=lambda model: fold_weight_norm(model.state_dict()),
+        saved_weights=folded_state_dict,
         save_extras=(("weight_norm_removed", True),),
         pickled_class=".WaveGlow",
         check_pickled=_check_pickled,

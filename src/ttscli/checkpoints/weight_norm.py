@@ -47,6 +47,11 @@ def fold_weight_norm(
     return out
 
 
+def folded_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's state dict with any weight norm folded: how the vocoders are saved."""
+    return fold_weight_norm(model.state_dict())
+
+
 def effective_weight(
     sd: dict[str, torch.Tensor], prefix: str, dims: dict[str, int]
 ) -> torch.Tensor:
