@@ -16,6 +16,7 @@ import torch
 from .audio import LOG_MEL_FLOOR
 from .config import PRECISION_NAMES, SynthesisConfig, VoiceDefaults
 from .errors import ConfigError, SynthesisError, TextError, TTSError
+from .placement import place
 from .rendering import FLUSH, AudioChunk, Result
 from .segment import halve, segment, split_to_budget
 from .tacotron2.decoding import DecodeOptions, decode
@@ -100,18 +101,6 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _placed(weight: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a model whose first weight is `weight` already is on `device` in `dtype`
-    ("cuda" means the current GPU)."""
-    index = device.index
-    if device.type == "cuda" and index is None:
-        index = torch.cuda.current_device()
-    same_device = weight.device.type == device.type and (
-        device.type != "cuda" or weight.device.index == index
-    )
-    return same_device and weight.dtype == dtype
 
 
 def _to_peak(audio: np.ndarray) -> np.ndarray:
@@ -268,10 +257,7 @@ class Synthesizer:
         """The voice's models on this synthesizer's device and dtypes (another synthesizer
         sharing the voice may have moved them; a no-op when they are in place)."""
         taco = self.voice.tacotron2
-        if not _placed(next(taco.parameters()), self.device, self.taco_dtype):
-            # not when in place: .to() rewrites every parameter's .data and an LSTM's weight
-            # list, which another thread rendering with the same model may be reading
-            taco.to(device=self.device, dtype=self.taco_dtype)
+        place(taco, self.device, self.taco_dtype)
         if taco.training:
             taco.eval()
         self.voice.vocoder.to(self.device, self.vocoder_dtype)

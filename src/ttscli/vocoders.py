@@ -15,6 +15,7 @@ import torch
 
 from .audio import HOP_LENGTH
 from .errors import VoiceError
+from .placement import place
 
 GRIFFIN_LIM = "griffin-lim"  # the --vocoder value that needs no file
 # Default denoiser strength of a HiFi-GAN by who published it: NVIDIA's example uses 0.005
@@ -51,9 +52,7 @@ class WaveGlowVocoder:
         return getattr(self.waveglow, "n_mel_channels", None)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> WaveGlowVocoder:
-        weight = next(self.waveglow.parameters())
-        if weight.device != torch.device(device) or weight.dtype != dtype:
-            self.waveglow.to(device=device, dtype=dtype)
+        if place(self.waveglow, device, dtype):
             self._denoiser = None  # its bias is rendered by the WaveGlow as it is now
         return self
 
@@ -115,9 +114,7 @@ class HiFiGANVocoder:
         return next(self.hifigan.parameters()).dtype
 
     def to(self, device: torch.device, dtype: torch.dtype) -> HiFiGANVocoder:
-        weight = next(self.hifigan.parameters())
-        if weight.device != torch.device(device) or weight.dtype != dtype:
-            self.hifigan.to(device=device, dtype=dtype)
+        if place(self.hifigan, device, dtype):
             self._denoiser = None  # its bias is rendered by the generator as it is now
         return self
 
