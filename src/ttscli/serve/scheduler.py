@@ -180,11 +180,11 @@ class Scheduler:
                 log.exception("scheduler error")
 
     def _warm_up(self) -> None:
-        """Load the default voice and render once on every render thread's synthesizer."""
+        """Load the default voice and render once (the models and the text front end are
+        shared: the other lanes' synthesizers are made on first use)."""
         try:
             self._facts[self.engine.default_voice] = self.engine.facts(self.engine.default_voice)
-            for lane in range(2 * self.workers):  # each thread's own, and its interruptions'
-                self.engine.warm_up(self.engine.default_voice, lane)
+            self.engine.warm_up(self.engine.default_voice)
         except TTSError as exc:  # a user's mistake (no such GPU, a bad file): one line
             self.failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - reported by the server, which then stops
